@@ -1,0 +1,24 @@
+"""bptt: recurrent neural networks with exact, inspectable backpropagation through time.
+
+The public API::
+
+    import bptt
+    m = bptt.Elman(input_size=D, hidden_size=H, output_size=O, seed=0)
+    r = m.loss_and_grad(x, y)          # r.loss, r.grads["V"], r.grads["h0"], r.grads["x"]
+"""
+
+from .activations import HIDDEN_ACTIVATIONS as HIDDEN_ACTIVATIONS
+from .generate import Generation as Generation
+from .generate import generate as generate
+from .gradcheck import GradcheckReport as GradcheckReport
+from .gradcheck import gradcheck as gradcheck
+from .losses import OUTPUTS as OUTPUTS
+from .models import GRU as GRU
+from .models import LSTM as LSTM
+from .models import Elman as Elman
+from .network import RNN as RNN
+from .network import Forward as Forward
+from .network import LayerSpec as LayerSpec
+from .network import LossAndGrad as LossAndGrad
+
+__version__ = "0.1.0"

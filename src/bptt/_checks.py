@@ -1,0 +1,149 @@
+"""Argument validation with messages that name the argument, the expectation and what came in.
+
+Every public entry point validates its inputs here before any NumPy work, so
+users see ``ValueError("Elman.loss_and_grad: x must have shape (T, B, 3), got
+(5, 2, 4)")`` rather than a broadcasting error from deep inside a kernel.
+Never ``assert`` (stripped by ``python -O``).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def positive_int(value: object, name: str, where: str) -> int:
+    """``value`` as an int ≥ 1 (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{where}: {name} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def float_dtype(value: object, where: str) -> np.dtype:
+    """``value`` as ``float32`` or ``float64``."""
+    try:
+        dtype = np.dtype(value)  # type: ignore[arg-type]
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.name not in FLOAT_DTYPES:
+        raise ValueError(f"{where}: dtype must be 'float32' or 'float64', got {value!r}")
+    return dtype
+
+
+def as_array(value: object, name: str, where: str) -> np.ndarray:
+    """``np.asarray(value)`` refusing objects, strings and ragged input."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{where}: {name} must be an array of numbers, got {type(value).__name__} ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{where}: {name} must be an array of numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def finite(arr: np.ndarray, name: str, where: str) -> None:
+    """Refuse NaN or Inf, naming the first offending index."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        raise ValueError(f"{where}: {name} must be finite, found {arr[bad]} at index {bad}")
+
+
+def float_array(arr: np.ndarray, name: str, dtype: np.dtype, where: str) -> np.ndarray:
+    """A float array of exactly ``dtype`` (mismatches are a ``TypeError``, as in PyTorch)."""
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{where}: {name} must have dtype {dtype}, got {arr.dtype}")
+    if arr.dtype != dtype:
+        raise TypeError(
+            f"{where}: {name} must have dtype {dtype} like the model, got {arr.dtype} "
+            f"(convert with .astype('{dtype}') or build the model with dtype='{arr.dtype}')"
+        )
+    finite(arr, name, where)
+    return arr
+
+
+def token_ids(arr: np.ndarray, name: str, n: int, where: str) -> np.ndarray:
+    """Integer ids in ``[0, n)``, as ``intp`` for fast indexing."""
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= n:
+            bad = lo if lo < 0 else hi
+            idx = tuple(int(i) for i in np.argwhere(arr == bad)[0])
+            raise ValueError(f"{where}: {name} must hold ids in [0, {n}), got {bad} at index {idx}")
+    return arr.astype(np.intp, copy=False)
+
+
+def sequence_input(x: object, input_size: int, dtype: np.dtype, where: str, name: str = "x") -> np.ndarray:
+    """Validate a network input: float ``(T, B, D)`` or integer token ids ``(T, B)``."""
+    arr = as_array(x, name, where)
+    D = input_size
+    if arr.dtype.kind == "b":
+        raise TypeError(f"{where}: {name} must be float (T, B, {D}) or integer token ids (T, B), got dtype bool")
+    if arr.dtype.kind in "iu":
+        if arr.ndim != 2:
+            raise ValueError(
+                f"{where}: integer {name} must be token ids of shape (T, B), got shape {arr.shape} "
+                f"(for vectors pass floats of shape (T, B, {D}))"
+            )
+        _nonempty(arr.shape, name, where)
+        return token_ids(arr, name, D, where)
+    if arr.ndim != 3 or arr.shape[2] != D:
+        raise ValueError(f"{where}: {name} must have shape (T, B, {D}) or be token ids (T, B), got shape {arr.shape}")
+    _nonempty(arr.shape, name, where)
+    return float_array(arr, name, dtype, where)
+
+
+def _nonempty(shape: tuple[int, ...], name: str, where: str) -> None:
+    if shape[0] < 1 or shape[1] < 1:
+        raise ValueError(f"{where}: {name} needs at least one step and one sequence, got shape {shape}")
+
+
+def step_input(x_t: object, input_size: int, dtype: np.dtype, where: str) -> np.ndarray:
+    """Validate one step's input: float ``(B, D)`` or integer ids ``(B,)``."""
+    arr = as_array(x_t, "x_t", where)
+    D = input_size
+    if arr.dtype.kind in "iu" and arr.ndim == 1 and arr.shape[0] >= 1:
+        return token_ids(arr, "x_t", D, where)
+    if arr.dtype.kind == "f" and arr.ndim == 2 and arr.shape[1] == D and arr.shape[0] >= 1:
+        return float_array(arr, "x_t", dtype, where)
+    raise ValueError(
+        f"{where}: x_t must be float of shape (B, {D}) or token ids of shape (B,), got {arr.dtype} of shape {arr.shape}"
+    )
+
+
+def targets(
+    y: object, T: int, B: int, O: int, class_targets: bool, dtype: np.dtype, output: str, where: str
+) -> np.ndarray:
+    """Validate targets: class ids ``(T, B)`` for softmax, floats ``(T, B, O)`` otherwise."""
+    arr = as_array(y, "y", where)
+    if class_targets:
+        if arr.dtype.kind not in "iu" or arr.shape != (T, B):
+            raise ValueError(
+                f"{where}: y for output='{output}' must be integer class ids of shape ({T}, {B}), "
+                f"got {arr.dtype} of shape {arr.shape}"
+            )
+        return token_ids(arr, "y", O, where)
+    if arr.shape != (T, B, O):
+        raise ValueError(f"{where}: y for output='{output}' must have shape ({T}, {B}, {O}), got {arr.shape}")
+    arr = float_array(arr, "y", dtype, where)
+    if output == "sigmoid" and ((arr < 0).any() or (arr > 1).any()):
+        raise ValueError(
+            f"{where}: y for output='sigmoid' must lie in [0, 1], got values in [{arr.min()}, {arr.max()}]"
+        )
+    return arr
+
+
+def loss_weights(w: object, T: int, B: int, dtype: np.dtype, where: str) -> np.ndarray | None:
+    """Validate optional per-(t, b) loss weights of shape ``(T, B)``."""
+    if w is None:
+        return None
+    arr = as_array(w, "loss_weights", where)
+    if arr.shape != (T, B):
+        raise ValueError(f"{where}: loss_weights must have shape ({T}, {B}), got {arr.shape}")
+    arr = arr.astype(dtype, copy=False)
+    finite(arr, "loss_weights", where)
+    return arr

@@ -1,0 +1,98 @@
+"""Input projections ``V x_t`` for every step at once, dense or from token ids.
+
+A recurrent layer's input term does not depend on the previous state, so it is
+computed for the whole sequence before the time loop: one matrix product over
+all ``T·B`` rows for dense inputs, or a row gather for token ids (the one-hot
+vector is never materialised: ``V onehot(i) = V[:, i]``).
+
+The backward pass mirrors this: ``∂J/∂V = Σ_t dA_tᵀ x_t`` is one matrix product
+for dense inputs and a scatter-sum of the rows of ``dA`` into the columns of
+``V`` named by the tokens (sort by token, ``np.add.reduceat``; no ``np.add.at``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["is_tokens", "project", "project_backward", "scatter_rows"]
+
+
+def is_tokens(x: np.ndarray) -> bool:
+    """True when ``x`` holds integer token ids (shape ``(T, B)``) rather than vectors."""
+    return x.dtype.kind in "iu"
+
+
+def project(x: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """Input term ``A_t = V x_t`` for every step.
+
+    Parameters
+    ----------
+    x : ndarray, (T, B, D) float or (T, B) int
+        Inputs, or token ids standing for one-hot vectors of size D.
+    V : ndarray, (H, D)
+        Input weight, oriented (out, in).
+
+    Returns
+    -------
+    ndarray, (T, B, H), C-contiguous and freshly allocated (safe to add into).
+    """
+    if is_tokens(x):
+        return V.T[x]  # (T, B, H): column x_t of V for every (t, b)
+    T, B, D = x.shape
+    return (x.reshape(T * B, D) @ V.T).reshape(T, B, V.shape[0])
+
+
+def scatter_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """Sum the rows of ``rows`` into the slots named by ``ids``.
+
+    Parameters
+    ----------
+    ids : ndarray, (N,) int
+        Destination of each row, in ``[0, n)``.
+    rows : ndarray, (N, H)
+    n : int
+        Number of destinations.
+
+    Returns
+    -------
+    ndarray, (n, H) with ``out[i] = Σ_{j: ids[j] = i} rows[j]``.
+    """
+    out = np.zeros((n, rows.shape[1]), dtype=rows.dtype)
+    if ids.size == 0:
+        return out
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
+    out[sorted_ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+    return out
+
+
+def project_backward(
+    dA: np.ndarray, x: np.ndarray, V: np.ndarray, need_dx: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Backward of :func:`project`.
+
+    Parameters
+    ----------
+    dA : ndarray, (T, B, H)
+        ``∂J/∂A_t`` for every step, where ``A_t = V x_t``.
+    x : ndarray, (T, B, D) float or (T, B) int
+    V : ndarray, (H, D)
+    need_dx : bool
+        Whether to return ``∂J/∂x`` (ignored for token inputs, which have none).
+
+    Returns
+    -------
+    dV : ndarray, (H, D)
+        ``Σ_t dA_tᵀ x_t``.
+    dx : ndarray, (T, B, D) or None
+        ``dA_t V`` for every step.
+    """
+    T, B, H = dA.shape
+    dA2 = dA.reshape(T * B, H)
+    if is_tokens(x):
+        return scatter_rows(x.reshape(-1), dA2, V.shape[1]).T, None
+    D = x.shape[-1]
+    dV = dA2.T @ x.reshape(T * B, D)
+    dx = (dA2 @ V).reshape(T, B, D) if need_dx else None
+    return dV, dx

@@ -1,0 +1,183 @@
+"""The Elman recurrent layer of the lecture, in three notations.
+
+Equation (lecture notation)::
+
+    a_t = V x_t + W h_{t-1} + b_h
+    h_t = f_h(a_t)
+
+The same layer is written in the exam's notations:
+
+* ``"mit"`` (RNN-A): ``s_t = f1(W_ss s_{t-1} + W_sx x_t + b_s)``.
+* ``"concat"`` (RNN-B): ``s_t = f1(W_ssx [s_{t-1}; x_t] + b_s)``, with
+  ``W_ssx = [W_ss | W_sx]`` stored as one ``(H, H + D)`` array (state block first).
+
+=========  ==========  ===========  ==========  ===============================
+lecture    mit         concat       shape       meaning
+=========  ==========  ===========  ==========  ===============================
+V          W_sx        W_ssx[:, H:] (H, D)      input → state
+W          W_ss        W_ssx[:, :H] (H, H)      state → state (the recurrence)
+b_h        b_s         b_s          (H,)        state bias (only if ``bias``)
+=========  ==========  ===========  ==========  ===============================
+
+BPTT (one line per chain-rule step in :meth:`ElmanLayer.backward`)::
+
+    dh_t  = ∂J/∂h_t (direct, from the layer above) + dh_next
+    da_t  = dh_t ⊙ f_h'(a_t)
+    dh_next = Wᵀ da_t                       (carried to step t - 1)
+    ∂J/∂W = Σ_t da_t h_{t-1}ᵀ,  ∂J/∂V = Σ_t da_t x_tᵀ,  ∂J/∂b_h = Σ_t da_t
+
+The three sums over t are each one matrix product over all ``T·B`` rows after
+the backward loop; only ``Wᵀ da_t`` stays inside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..activations import Activation
+from ..inputs import is_tokens, project, project_backward
+from .base import Layer, freeze, uniform
+
+__all__ = ["ELMAN_NOTATIONS", "ElmanCache", "ElmanLayer"]
+
+# Parameter names per notation: (input, recurrent, bias); concat fuses the first two.
+ELMAN_NOTATIONS: dict[str, tuple[str, str, str]] = {
+    "lecture": ("V", "W", "b_h"),
+    "mit": ("W_sx", "W_ss", "b_s"),
+    "concat": ("W_ssx", "W_ssx", "b_s"),
+}
+
+
+@dataclass(frozen=True)
+class ElmanCache:
+    """What :meth:`ElmanLayer.backward` needs from the forward pass (read-only).
+
+    Attributes
+    ----------
+    x : ndarray, (T, B, D) float or (T, B) int
+        The layer's input.
+    h0 : ndarray, (B, H)
+        Initial state.
+    H : ndarray, (T, B, H)
+        Hidden states ``h_1 .. h_T``.
+    """
+
+    x: np.ndarray
+    h0: np.ndarray
+    H: np.ndarray
+
+
+@dataclass(frozen=True)
+class ElmanLayer(Layer):
+    """Elman layer ``h_t = f_h(V x_t + W h_{t-1} + b_h)``; see the module docstring."""
+
+    input_size: int
+    hidden_size: int
+    activation: Activation
+    bias: bool = True
+    notation: str = "lecture"
+    suffix: str = ""
+    kind: str = "elman"
+
+    # -- names -----------------------------------------------------------------
+    @property
+    def names(self) -> tuple[str, str, str]:
+        """Full (input, recurrent, bias) parameter names, with the layer suffix."""
+        return tuple(n + self.suffix for n in ELMAN_NOTATIONS[self.notation])  # type: ignore[return-value]
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return ("h0" + self.suffix,)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        H, D = self.hidden_size, self.input_size
+        n_in, n_rec, n_b = self.names
+        if self.notation == "concat":
+            shapes = {n_in: (H, H + D)}
+        else:
+            shapes = {n_in: (H, D), n_rec: (H, H)}
+        if self.bias:
+            shapes[n_b] = (H,)
+        return shapes
+
+    def init_params(self, rng: np.random.Generator, dtype: np.dtype) -> dict[str, np.ndarray]:
+        scale = 1.0 / np.sqrt(self.hidden_size)
+        params = {}
+        for name, shape in self.param_shapes().items():
+            is_bias = len(shape) == 1
+            params[name] = np.zeros(shape, dtype) if is_bias else uniform(rng, shape, scale, dtype)
+        return params
+
+    def weights(self, params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(V, W, b_h)`` whatever the notation (views into ``W_ssx`` for concat)."""
+        n_in, n_rec, n_b = self.names
+        b = params[n_b] if self.bias else None
+        if self.notation == "concat":
+            W_ssx = params[n_in]
+            H = self.hidden_size
+            return W_ssx[:, H:], W_ssx[:, :H], b
+        return params[n_in], params[n_rec], b
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "hidden_size": self.hidden_size,
+            "activation": self.activation.name,
+            "bias": self.bias,
+            "notation": self.notation,
+        }
+
+    # -- passes ----------------------------------------------------------------
+    def forward(self, params, x, state0):
+        V, W, b = self.weights(params)
+        (h0,) = state0
+        f = self.activation.f
+        A = project(x, V)  # (T, B, H): V x_t for every t in one product
+        if b is not None:
+            A += b
+        WT = W.T
+        H = A  # h_t overwrites a_t in place: a_t is not needed by backward
+        h = h0
+        for t in range(A.shape[0]):
+            a = A[t]
+            a += h @ WT
+            h = f(a, out=H[t])
+        cache = ElmanCache(x=x, h0=h0, H=H)
+        freeze(H)
+        return H, (h.copy(),), cache
+
+    def backward(self, params, cache: ElmanCache, dH, dstate_T, need_dx):
+        V, W, b = self.weights(params)
+        df = self.activation.df
+        H = cache.H
+        T, B, Hs = H.shape
+        dA = np.empty_like(H)
+        dh_next = np.zeros((B, Hs), H.dtype) if dstate_T is None else dstate_T[0]
+        for t in range(T - 1, -1, -1):
+            dh = dH[t] + dh_next  # direct term + everything from later steps
+            da = np.multiply(dh, df(H[t]), out=dA[t])  # through f_h
+            dh_next = da @ W  # into h_{t-1}
+        # Σ_t terms as single products over all T·B rows.
+        H_prev = np.concatenate((cache.h0[None], H[:-1]), axis=0).reshape(T * B, Hs)
+        dA2 = dA.reshape(T * B, Hs)
+        dW = dA2.T @ H_prev
+        dV, dx = project_backward(dA, cache.x, V, need_dx and not is_tokens(cache.x))
+        n_in, n_rec, n_b = self.names
+        if self.notation == "concat":
+            grads = {n_in: np.concatenate((dW, dV), axis=1)}
+        else:
+            grads = {n_in: dV, n_rec: dW}
+        if b is not None:
+            grads[n_b] = dA2.sum(axis=0)
+        return grads, dx, (dh_next,)
+
+    def step(self, params, x_t, state):
+        V, W, b = self.weights(params)
+        (h,) = state
+        a = V.T[x_t] if is_tokens(x_t) else x_t @ V.T
+        a += h @ W.T
+        if b is not None:
+            a += b
+        return (self.activation.f(a, out=a),)

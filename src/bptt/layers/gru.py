@@ -1,0 +1,168 @@
+"""Gated recurrent unit layer (Cho et al.; PyTorch's variant and gate order).
+
+Equations, gates stacked in the order ``r, z, n`` (as ``torch.nn.GRU``)::
+
+    zx_t = V x_t + b                               (3H, input part)
+    zh_t = W h_{t-1}                               (3H, state part)
+    r_t = σ(zx_t[r] + zh_t[r])
+    u_t = σ(zx_t[z] + zh_t[z])                     (update gate, PyTorch's z)
+    n_t = tanh(zx_t[n] + r_t ⊙ (zh_t[n] + b_hn))
+    h_t = (1 - u_t) ⊙ n_t + u_t ⊙ h_{t-1}
+
+======  =========  ==============================================
+symbol  shape      meaning
+======  =========  ==============================================
+V       (3H, D)    input → gates, blocks [r; z; n]
+W       (3H, H)    state → gates, same blocks
+b       (3H,)      input-side gate bias (only if ``bias``)
+b_hn    (H,)       bias of ``W h`` inside the reset product (only if ``bias``)
+h0      (B, H)     initial state
+======  =========  ==============================================
+
+To load PyTorch weights: ``V = weight_ih_l0``, ``W = weight_hh_l0``,
+``b = bias_ih_l0 + [bias_hh_l0[:2H]; 0]``, ``b_hn = bias_hh_l0[2H:]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..activations import sigmoid
+from ..inputs import is_tokens, project, project_backward
+from .base import Layer, freeze, uniform
+
+__all__ = ["GRUCache", "GRULayer"]
+
+
+@dataclass(frozen=True)
+class GRUCache:
+    """Forward values needed by :meth:`GRULayer.backward` (read-only).
+
+    Attributes
+    ----------
+    x : ndarray, (T, B, D) float or (T, B) int
+    h0 : ndarray, (B, H)
+    G : ndarray, (T, B, 3H)
+        Gate activations ``[r, u, n]``.
+    Hn : ndarray, (T, B, H)
+        ``W_n h_{t-1} + b_hn``, the term the reset gate multiplies.
+    H : ndarray, (T, B, H)
+        Hidden states ``h_1 .. h_T``.
+    """
+
+    x: np.ndarray
+    h0: np.ndarray
+    G: np.ndarray
+    Hn: np.ndarray
+    H: np.ndarray
+
+
+@dataclass(frozen=True)
+class GRULayer(Layer):
+    """GRU layer; see the module docstring for equations and shapes."""
+
+    input_size: int
+    hidden_size: int
+    bias: bool = True
+    suffix: str = ""
+    kind: str = "gru"
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return ("h0" + self.suffix,)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        H, D, s = self.hidden_size, self.input_size, self.suffix
+        shapes = {"V" + s: (3 * H, D), "W" + s: (3 * H, H)}
+        if self.bias:
+            shapes["b" + s] = (3 * H,)
+            shapes["b_hn" + s] = (H,)
+        return shapes
+
+    def init_params(self, rng, dtype):
+        scale = 1.0 / np.sqrt(self.hidden_size)
+        return {
+            name: np.zeros(shape, dtype) if len(shape) == 1 else uniform(rng, shape, scale, dtype)
+            for name, shape in self.param_shapes().items()
+        }
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "hidden_size": self.hidden_size, "bias": self.bias}
+
+    def _weights(self, params):
+        s = self.suffix
+        if self.bias:
+            return params["V" + s], params["W" + s], params["b" + s], params["b_hn" + s]
+        return params["V" + s], params["W" + s], None, None
+
+    def _cell(self, zx, h, W, b_hn, hn_out):
+        """One step on the input part ``zx`` (B, 3H), updated in place into ``[r, u, n]``."""
+        Hs = self.hidden_size
+        zh = h @ W.T  # (B, 3H)
+        zx[:, : 2 * Hs] += zh[:, : 2 * Hs]
+        sigmoid(zx[:, : 2 * Hs], out=zx[:, : 2 * Hs])
+        r, u, n = zx[:, :Hs], zx[:, Hs : 2 * Hs], zx[:, 2 * Hs :]
+        hn = zh[:, 2 * Hs :]
+        if b_hn is not None:
+            hn += b_hn
+        if hn_out is not None:
+            hn_out[...] = hn
+        n += r * hn
+        np.tanh(n, out=n)
+        return (1.0 - u) * n + u * h
+
+    def forward(self, params, x, state0):
+        V, W, b, b_hn = self._weights(params)
+        (h,) = state0
+        G = project(x, V)  # (T, B, 3H): input part of every gate, all steps at once
+        if b is not None:
+            G += b
+        T, B, _ = G.shape
+        Hn = np.empty((T, B, self.hidden_size), G.dtype)
+        H = np.empty_like(Hn)
+        for t in range(T):
+            h = H[t] = self._cell(G[t], h, W, b_hn, Hn[t])
+        cache = GRUCache(x=x, h0=state0[0], G=G, Hn=Hn, H=H)
+        freeze(G, Hn, H)
+        return H, (h,), cache
+
+    def backward(self, params, cache: GRUCache, dH, dstate_T, need_dx):
+        V, W, b, _ = self._weights(params)
+        Hs = self.hidden_size
+        G, Hn, H = cache.G, cache.Hn, cache.H
+        T, B, _ = G.shape
+        dZx = np.empty_like(G)  # ∂J/∂(input-side pre-activations)
+        dZh = np.empty_like(G)  # ∂J/∂(W h_{t-1}) pre-activations
+        dh_next = np.zeros((B, Hs), G.dtype) if dstate_T is None else dstate_T[0]
+        for t in range(T - 1, -1, -1):
+            g_t = G[t]
+            r, u, n = g_t[:, :Hs], g_t[:, Hs : 2 * Hs], g_t[:, 2 * Hs :]
+            h_prev = H[t - 1] if t > 0 else cache.h0
+            dh = dH[t] + dh_next
+            da_n = dh * (1.0 - u) * (1.0 - n * n)  # through h = (1-u) n + u h_prev, then tanh
+            dzx, dzh = dZx[t], dZh[t]
+            np.multiply(dh * (h_prev - n), u * (1.0 - u), out=dzx[:, Hs : 2 * Hs])  # update gate
+            np.multiply(da_n * Hn[t], r * (1.0 - r), out=dzx[:, :Hs])  # reset gate
+            dzx[:, 2 * Hs :] = da_n
+            dzh[:, : 2 * Hs] = dzx[:, : 2 * Hs]  # r and u see W h_{t-1} unscaled
+            np.multiply(da_n, r, out=dzh[:, 2 * Hs :])  # n sees it through r ⊙ (...)
+            dh_next = dh * u + dzh @ W  # into h_{t-1}: directly and through W
+        H_prev = np.concatenate((cache.h0[None], H[:-1]), axis=0).reshape(T * B, Hs)
+        dZh2 = dZh.reshape(T * B, 3 * Hs)
+        dV, dx = project_backward(dZx, cache.x, V, need_dx and not is_tokens(cache.x))
+        s = self.suffix
+        grads = {"V" + s: dV, "W" + s: dZh2.T @ H_prev}
+        if b is not None:
+            grads["b" + s] = dZx.reshape(T * B, 3 * Hs).sum(axis=0)
+            grads["b_hn" + s] = dZh2[:, 2 * Hs :].sum(axis=0)
+        return grads, dx, (dh_next,)
+
+    def step(self, params, x_t, state):
+        V, W, b, b_hn = self._weights(params)
+        (h,) = state
+        zx = V.T[x_t] if is_tokens(x_t) else x_t @ V.T
+        if b is not None:
+            zx += b
+        return (self._cell(zx, h, W, b_hn, None),)

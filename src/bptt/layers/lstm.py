@@ -1,0 +1,181 @@
+"""Long short-term memory layer (Hochreiter & Schmidhuber; PyTorch's gate order).
+
+Equations, gates stacked in the order ``i, f, g, o`` (as ``torch.nn.LSTM``)::
+
+    z_t = V x_t + W h_{t-1} + b                    (4H pre-activations)
+    i_t = σ(z_t[i])   f_t = σ(z_t[f])   g_t = tanh(z_t[g])   o_t = σ(z_t[o])
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+    h_t = o_t ⊙ tanh(c_t)
+
+======  =========  ==============================================
+symbol  shape      meaning
+======  =========  ==============================================
+V       (4H, D)    input → gates, blocks [i; f; g; o]
+W       (4H, H)    state → gates, same blocks
+b       (4H,)      gate bias (only if ``bias``); f block starts at 1
+h0, c0  (B, H)     initial hidden and cell state
+======  =========  ==============================================
+
+To load PyTorch weights: ``V = weight_ih_l0``, ``W = weight_hh_l0``,
+``b = bias_ih_l0 + bias_hh_l0`` (PyTorch keeps two redundant biases).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..activations import sigmoid
+from ..inputs import is_tokens, project, project_backward
+from .base import Layer, freeze, uniform
+
+__all__ = ["LSTMCache", "LSTMLayer"]
+
+
+@dataclass(frozen=True)
+class LSTMCache:
+    """Forward values needed by :meth:`LSTMLayer.backward` (read-only).
+
+    Attributes
+    ----------
+    x : ndarray, (T, B, D) float or (T, B) int
+    h0, c0 : ndarray, (B, H)
+    G : ndarray, (T, B, 4H)
+        Gate activations ``[i, f, g, o]`` (after σ / tanh).
+    C : ndarray, (T, B, H)
+        Cell states ``c_1 .. c_T``.
+    tanhC : ndarray, (T, B, H)
+        ``tanh(c_t)``.
+    H : ndarray, (T, B, H)
+        Hidden states ``h_1 .. h_T``.
+    """
+
+    x: np.ndarray
+    h0: np.ndarray
+    c0: np.ndarray
+    G: np.ndarray
+    C: np.ndarray
+    tanhC: np.ndarray
+    H: np.ndarray
+
+
+def _gates(z: np.ndarray, Hs: int) -> None:
+    """Apply the gate nonlinearities to ``z = [i, f, g, o]`` (B, 4H) in place."""
+    sigmoid(z[:, : 2 * Hs], out=z[:, : 2 * Hs])
+    np.tanh(z[:, 2 * Hs : 3 * Hs], out=z[:, 2 * Hs : 3 * Hs])
+    sigmoid(z[:, 3 * Hs :], out=z[:, 3 * Hs :])
+
+
+@dataclass(frozen=True)
+class LSTMLayer(Layer):
+    """LSTM layer; see the module docstring for equations and shapes."""
+
+    input_size: int
+    hidden_size: int
+    bias: bool = True
+    suffix: str = ""
+    kind: str = "lstm"
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return ("h0" + self.suffix, "c0" + self.suffix)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        H, D, s = self.hidden_size, self.input_size, self.suffix
+        shapes = {"V" + s: (4 * H, D), "W" + s: (4 * H, H)}
+        if self.bias:
+            shapes["b" + s] = (4 * H,)
+        return shapes
+
+    def init_params(self, rng, dtype):
+        H, s = self.hidden_size, self.suffix
+        scale = 1.0 / np.sqrt(H)
+        params = {
+            "V" + s: uniform(rng, (4 * H, self.input_size), scale, dtype),
+            "W" + s: uniform(rng, (4 * H, H), scale, dtype),
+        }
+        if self.bias:
+            b = np.zeros(4 * H, dtype)
+            b[H : 2 * H] = 1.0  # forget-gate bias 1: remember by default (Jozefowicz et al.)
+            params["b" + s] = b
+        return params
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "hidden_size": self.hidden_size, "bias": self.bias}
+
+    def _weights(self, params):
+        s = self.suffix
+        return params["V" + s], params["W" + s], params["b" + s] if self.bias else None
+
+    def forward(self, params, x, state0):
+        V, W, b = self._weights(params)
+        h, c = state0
+        Hs = self.hidden_size
+        G = project(x, V)  # (T, B, 4H): input part of every gate, all steps at once
+        if b is not None:
+            G += b
+        T, B, _ = G.shape
+        C = np.empty((T, B, Hs), G.dtype)
+        tanhC = np.empty_like(C)
+        H = np.empty_like(C)
+        WT = W.T
+        for t in range(T):
+            z = G[t]
+            z += h @ WT
+            _gates(z, Hs)
+            i, f, g, o = z[:, :Hs], z[:, Hs : 2 * Hs], z[:, 2 * Hs : 3 * Hs], z[:, 3 * Hs :]
+            c = np.multiply(f, c, out=C[t])
+            c += i * g
+            np.tanh(c, out=tanhC[t])
+            h = np.multiply(o, tanhC[t], out=H[t])
+        cache = LSTMCache(x=x, h0=state0[0], c0=state0[1], G=G, C=C, tanhC=tanhC, H=H)
+        freeze(G, C, tanhC, H)
+        return H, (h.copy(), c.copy()), cache
+
+    def backward(self, params, cache: LSTMCache, dH, dstate_T, need_dx):
+        V, W, b = self._weights(params)
+        Hs = self.hidden_size
+        G, C, tanhC, H = cache.G, cache.C, cache.tanhC, cache.H
+        T, B, _ = G.shape
+        dZ = np.empty_like(G)
+        if dstate_T is None:
+            dh_next = np.zeros((B, Hs), G.dtype)
+            dc_next = np.zeros((B, Hs), G.dtype)
+        else:
+            dh_next, dc_next = dstate_T
+        for t in range(T - 1, -1, -1):
+            g_t = G[t]
+            i, f, g, o = g_t[:, :Hs], g_t[:, Hs : 2 * Hs], g_t[:, 2 * Hs : 3 * Hs], g_t[:, 3 * Hs :]
+            c_prev = C[t - 1] if t > 0 else cache.c0
+            tc = tanhC[t]
+            dh = dH[t] + dh_next
+            dc = dc_next + dh * o * (1.0 - tc * tc)  # through h_t = o ⊙ tanh(c_t)
+            dz = dZ[t]
+            np.multiply(dc * g, i * (1.0 - i), out=dz[:, :Hs])  # input gate, through σ
+            np.multiply(dc * c_prev, f * (1.0 - f), out=dz[:, Hs : 2 * Hs])  # forget gate
+            np.multiply(dc * i, 1.0 - g * g, out=dz[:, 2 * Hs : 3 * Hs])  # candidate, through tanh
+            np.multiply(dh * tc, o * (1.0 - o), out=dz[:, 3 * Hs :])  # output gate
+            dc_next = dc * f  # into c_{t-1}
+            dh_next = dz @ W  # into h_{t-1}
+        H_prev = np.concatenate((cache.h0[None], H[:-1]), axis=0).reshape(T * B, Hs)
+        dZ2 = dZ.reshape(T * B, 4 * Hs)
+        dV, dx = project_backward(dZ, cache.x, V, need_dx and not is_tokens(cache.x))
+        s = self.suffix
+        grads = {"V" + s: dV, "W" + s: dZ2.T @ H_prev}
+        if b is not None:
+            grads["b" + s] = dZ2.sum(axis=0)
+        return grads, dx, (dh_next, dc_next)
+
+    def step(self, params, x_t, state):
+        V, W, b = self._weights(params)
+        h, c = state
+        Hs = self.hidden_size
+        z = V.T[x_t] if is_tokens(x_t) else x_t @ V.T
+        z += h @ W.T
+        if b is not None:
+            z += b
+        _gates(z, Hs)
+        i, f, g, o = z[:, :Hs], z[:, Hs : 2 * Hs], z[:, 2 * Hs : 3 * Hs], z[:, 3 * Hs :]
+        c = f * c + i * g
+        return (o * np.tanh(c), c)

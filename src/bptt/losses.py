@@ -1,0 +1,124 @@
+"""Output activations ``f_y`` / ``f2`` paired with their matching per-step loss.
+
+Every output activation comes with the loss it is the canonical partner of, so
+the gradient with respect to the output pre-activation ``z2_t = U h_t + b_y``
+is always the same simple expression::
+
+    ∂Loss_t/∂z2_t = p_t - y_t        (y_t one-hot for softmax)
+
+=========  ===========================  ==========================================
+output     p = f_y(z)                   Loss_t(y_t, p_t)
+=========  ===========================  ==========================================
+softmax    exp(z) / Σ exp(z)            -log p_t[y_t]           (y_t: class id)
+sigmoid    1 / (1 + exp(-z))            -Σ_o y log p + (1-y) log(1-p)
+identity   z                            ½ ‖p_t - y_t‖²
+=========  ===========================  ==========================================
+
+The overall loss is ``J = (1/B) Σ_t Σ_b w_tb Loss_tb`` where the optional
+weights ``w`` (shape ``(T, B)``, default 1) select or scale individual steps.
+Losses are computed from the logits ``z`` (log-sum-exp, softplus), never from
+``log p``, so they stay finite for saturated outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .activations import sigmoid
+
+__all__ = ["OUTPUTS", "Output", "get_output", "log_softmax", "softmax"]
+
+
+def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis``, shifted by the maximum for stability."""
+    e = z - z.max(axis=axis, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``log softmax(z)`` computed as ``z - logsumexp(z)``."""
+    shifted = z - z.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def _identity(z: np.ndarray) -> np.ndarray:
+    return z.copy()
+
+
+def _softmax_loss(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-(t, b) cross-entropy ``-log softmax(z)[y]``; z (T, B, O), y int (T, B)."""
+    shifted = z - z.max(axis=-1, keepdims=True)
+    lse = np.log(np.exp(shifted).sum(axis=-1))
+    return lse - np.take_along_axis(shifted, y[..., None], axis=-1)[..., 0]
+
+
+def _sigmoid_loss(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-(t, b) binary cross-entropy from logits: Σ_o softplus(z) - y z."""
+    softplus = np.logaddexp(0.0, z)
+    return (softplus - y * z).sum(axis=-1)
+
+
+def _squared_loss(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-(t, b) squared error ½‖z - y‖² (the identity output p = z)."""
+    d = z - y
+    return 0.5 * np.einsum("tbo,tbo->tb", d, d)
+
+
+def _dense_residual(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return p - y
+
+
+def _class_residual(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    d = p.copy()
+    # p - onehot(y): each (t, b) has exactly one target, so a put is enough.
+    target = np.take_along_axis(d, y[..., None], axis=-1)
+    np.put_along_axis(d, y[..., None], target - 1.0, axis=-1)
+    return d
+
+
+@dataclass(frozen=True)
+class Output:
+    """An output activation with its matching loss.
+
+    Attributes
+    ----------
+    name : str
+        ``"softmax"``, ``"sigmoid"`` or ``"identity"``.
+    loss_name : str
+        The paired loss: ``"cross_entropy"``, ``"binary_cross_entropy"``, ``"squared_error"``.
+    f : callable
+        ``f(z) -> p`` on ``(..., O)`` logits.
+    loss : callable
+        ``loss(z, y) -> (T, B)`` per-step, per-sequence loss computed from the logits.
+    residual : callable
+        ``residual(p, y) -> ∂Loss/∂z = p - y`` of shape ``(T, B, O)``.
+    class_targets : bool
+        True when targets are integer class ids of shape ``(T, B)``; otherwise
+        they are floats of shape ``(T, B, O)``.
+    """
+
+    name: str
+    loss_name: str
+    f: Callable[[np.ndarray], np.ndarray]
+    loss: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    residual: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    class_targets: bool
+
+
+OUTPUTS: dict[str, Output] = {
+    "softmax": Output("softmax", "cross_entropy", softmax, _softmax_loss, _class_residual, True),
+    "sigmoid": Output("sigmoid", "binary_cross_entropy", sigmoid, _sigmoid_loss, _dense_residual, False),
+    "identity": Output("identity", "squared_error", _identity, _squared_loss, _dense_residual, False),
+}
+
+
+def get_output(name: object, where: str) -> Output:
+    """Look up an output activation by name, with an error that names the caller."""
+    if not isinstance(name, str) or name not in OUTPUTS:
+        raise ValueError(f"{where}: output must be one of {sorted(OUTPUTS)}, got {name!r}")
+    return OUTPUTS[name]

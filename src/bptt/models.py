@@ -1,0 +1,155 @@
+"""The networks of the course, by name: :class:`Elman` (lecture, RNN-A, RNN-B), :class:`LSTM`, :class:`GRU`.
+
+Each is an :class:`~bptt.network.RNN` whose layers are all of one kind; use
+:class:`~bptt.network.RNN` with a list of :class:`~bptt.network.LayerSpec` to mix kinds.
+
+=============  ================================================================  ==========================
+network        construction                                                      parameters
+=============  ================================================================  ==========================
+lecture Elman  ``Elman(D, H, O)``                                                ``V, W, b_h, U, b_y``
+RNN-A          ``Elman(D, H, O, bias=False, notation="mit")``                    ``W_ss, W_sx, W_o``
+RNN-B          ``Elman(D, H, O, bias=False, notation="concat",                   ``W_ssx (H, H+D)``,
+               output_reads_input=True)``                                        ``W_ox (O, H+D)``
+LSTM           ``LSTM(D, H, O)``                                                 ``V, W, b, U, b_y``
+GRU            ``GRU(D, H, O)``                                                  ``V, W, b, b_hn, U, b_y``
+=============  ================================================================  ==========================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .network import RNN, LayerSpec
+
+__all__ = ["GRU", "LSTM", "Elman"]
+
+
+class Elman(RNN):
+    """Elman network of the lecture: ``h_t = f_h(V x_t + W h_{t-1} + b_h)``, ``ŷ_t = f_y(U h_t + b_y)``.
+
+    ======  =========  ===================================================
+    symbol  shape      meaning
+    ======  =========  ===================================================
+    x_t     (B, D)     input at step t (or token ids, (B,))
+    h_t     (B, H)     hidden state; ``h0`` is the initial state
+    ŷ_t     (B, O)     output ``f_y(U h_t + b_y)``
+    V       (H, D)     input → hidden           (mit: ``W_sx``)
+    W       (H, H)     hidden → hidden          (mit: ``W_ss``)
+    b_h     (H,)       hidden bias              (mit, concat: ``b_s``)
+    U       (O, H)     hidden → output          (mit, concat: ``W_o``)
+    b_y     (O,)       output bias              (mit, concat: ``b_o``)
+    ======  =========  ===================================================
+
+    With ``notation="concat"``, ``W_ssx = [W_ss | W_sx]`` is one ``(H, H + D)`` array,
+    and with ``output_reads_input=True`` the output reads ``[h_t; x_t]`` through
+    ``W_ox`` ``(O, H + D)`` (RNN-B); in the other notations the skip weight is
+    ``U_x`` / ``W_ox`` of shape ``(O, D)``.
+
+    Parameters
+    ----------
+    input_size, hidden_size, output_size : int
+        D, H and O.
+    activation : str
+        ``f_h``: ``"tanh"``, ``"relu"``, ``"sigmoid"`` or ``"identity"``.
+    output : str
+        ``f_y``: ``"softmax"``, ``"sigmoid"`` or ``"identity"`` (with their losses).
+    bias : bool
+    notation : str
+        ``"lecture"``, ``"mit"`` or ``"concat"``.
+    output_reads_input : bool
+    num_layers : int
+        Stack this many Elman layers of size H.
+    dtype : str
+        ``"float32"`` or ``"float64"``.
+    seed : int, numpy.random.Generator or None
+
+    Examples
+    --------
+    >>> m = Elman(input_size=3, hidden_size=4, output_size=3, seed=0)
+    >>> sorted(m.params)
+    ['U', 'V', 'W', 'b_h', 'b_y']
+    """
+
+    _name = "Elman"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        *,
+        activation: str = "tanh",
+        output: str = "softmax",
+        bias: bool = True,
+        notation: str = "lecture",
+        output_reads_input: bool = False,
+        num_layers: int = 1,
+        dtype: str | np.dtype = "float64",
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        layers = _stack("elman", hidden_size, num_layers, self._name, activation)
+        super().__init__(
+            input_size,
+            layers,
+            output_size,
+            output=output,
+            bias=bias,
+            notation=notation,
+            output_reads_input=output_reads_input,
+            dtype=dtype,
+            seed=seed,
+        )
+
+
+class LSTM(RNN):
+    """LSTM network: LSTM layers (gates ``i, f, g, o``, see :mod:`bptt.layers.lstm`) and ``ŷ_t = f_y(U h_t + b_y)``.
+
+    Parameters as :class:`Elman`, without ``activation`` and ``notation``.
+    The initial state has two parts, ``h0`` and ``c0``.
+    """
+
+    _name = "LSTM"
+    _kind = "lstm"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        *,
+        output: str = "softmax",
+        bias: bool = True,
+        output_reads_input: bool = False,
+        num_layers: int = 1,
+        dtype: str | np.dtype = "float64",
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        layers = _stack(self._kind, hidden_size, num_layers, self._name)
+        super().__init__(
+            input_size,
+            layers,
+            output_size,
+            output=output,
+            bias=bias,
+            output_reads_input=output_reads_input,
+            dtype=dtype,
+            seed=seed,
+        )
+
+
+class GRU(LSTM):
+    """GRU network: GRU layers (gates ``r, z, n``, see :mod:`bptt.layers.gru`) and ``ŷ_t = f_y(U h_t + b_y)``.
+
+    Parameters as :class:`LSTM`.
+    """
+
+    _name = "GRU"
+    _kind = "gru"
+
+
+def _stack(kind: str, hidden_size: int, num_layers: int, where: str, activation: str = "tanh") -> list[LayerSpec]:
+    from . import _checks
+
+    hidden_size = _checks.positive_int(hidden_size, "hidden_size", where)
+    num_layers = _checks.positive_int(num_layers, "num_layers", where)
+    return [LayerSpec(kind, hidden_size, activation) for _ in range(num_layers)]
