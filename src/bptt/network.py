@@ -357,10 +357,13 @@ class RNN:
             Outputs ``ŷ`` (T, B, O), logits, every layer's hidden states, the final
             state and the caches for :meth:`backward`.
         """
-        where = f"{self._name}.forward"
+        return self._forward(*self._prepare(x, h0, f"{self._name}.forward"))
+
+    def _prepare(self, x: object, h0: object, where: str):
+        """Validated ``(x, per-layer initial states)``; errors name ``where``, the caller's entry point."""
         self._check_params(where)
         x = _checks.sequence_input(x, self.input_size, self.dtype, where)
-        return self._forward(x, self._state(h0, x.shape[1], where))
+        return x, self._state(h0, x.shape[1], where)
 
     def _forward(self, x: np.ndarray, states) -> Forward:
         hidden, caches, finals = [], [], []
@@ -447,7 +450,7 @@ class RNN:
         Arguments as in :meth:`loss_and_grad`.
         """
         where = f"{self._name}.loss"
-        fwd = self.forward(x, h0)
+        fwd = self._forward(*self._prepare(x, h0, where))
         return self._loss_terms(fwd, y, loss_weights, where)[0]
 
     def loss_and_grad(self, x: object, y: object, h0: object = None, *, loss_weights: object = None) -> LossAndGrad:
@@ -472,7 +475,7 @@ class RNN:
             ``"x"``), ``outputs`` and the final ``state``.
         """
         where = f"{self._name}.loss_and_grad"
-        fwd = self.forward(x, h0)
+        fwd = self._forward(*self._prepare(x, h0, where))
         J, y, w = self._loss_terms(fwd, y, loss_weights, where)
         B = fwd.logits.shape[1]
         # ∂J/∂z2_t = (p_t - y_t) w_tb / B for every matched output/loss pair.
