@@ -18,9 +18,22 @@ def _data(rng, T=T, B=B, D=D, O=O, classes=True, dtype="float64"):
 
 def test_elman_contract_names_shapes_and_grads():
     m = bptt.Elman(
-        input_size=D, hidden_size=H, output_size=O, activation="tanh", output="softmax", bias=True, dtype="float64", seed=0
+        input_size=D,
+        hidden_size=H,
+        output_size=O,
+        activation="tanh",
+        output="softmax",
+        bias=True,
+        dtype="float64",
+        seed=0,
     )
-    assert {k: v.shape for k, v in m.params.items()} == {"V": (H, D), "W": (H, H), "b_h": (H,), "U": (O, H), "b_y": (O,)}
+    assert {k: v.shape for k, v in m.params.items()} == {
+        "V": (H, D),
+        "W": (H, H),
+        "b_h": (H,),
+        "U": (O, H),
+        "b_y": (O,),
+    }
     x, y = _data(np.random.default_rng(1))
     r = m.loss_and_grad(x, y, h0=None)
     assert isinstance(r.loss, float) and np.isfinite(r.loss)
@@ -148,9 +161,7 @@ def test_loss_weights_select_steps():
     y2[:-1] = (y2[:-1] + 1) % O  # earlier targets no longer matter
     r_last2 = m.loss_and_grad(x, y2, loss_weights=w)
     assert r_last.loss == r_last2.loss
-    per_step = sum(
-        m.loss_and_grad(x, y, loss_weights=np.eye(T)[t][:, None] * np.ones((1, B))).loss for t in range(T)
-    )
+    per_step = sum(m.loss_and_grad(x, y, loss_weights=np.eye(T)[t][:, None] * np.ones((1, B))).loss for t in range(T))
     assert per_step == pytest.approx(m.loss(x, y), rel=1e-12)
 
 

@@ -46,7 +46,9 @@ def test_constructor_arguments(kwargs, exc, pattern):
 def test_stack_specs():
     with pytest.raises(ValueError, match=r"layers must be a non-empty sequence"):
         bptt.RNN(D, [], O)
-    with pytest.raises(ValueError, match=r"layers\[1\].kind must be one of \['elman', 'lstm', 'gru'\], got 'transformer'"):
+    with pytest.raises(
+        ValueError, match=r"layers\[1\].kind must be one of \['elman', 'lstm', 'gru'\], got 'transformer'"
+    ):
         bptt.RNN(D, [bptt.LayerSpec("lstm", 3), bptt.LayerSpec("transformer", 3)], O)
     with pytest.raises(ValueError, match=r"layers\[0\].hidden_size must be a positive integer, got 0"):
         bptt.RNN(D, [bptt.LayerSpec("gru", 0)], O)
@@ -57,7 +59,11 @@ def test_stack_specs():
 @pytest.mark.parametrize(
     "x, exc, pattern",
     [
-        (np.zeros((T, B)), ValueError, r"loss_and_grad: x must have shape \(T, B, 3\) or be token ids \(T, B\), got shape \(6, 2\)"),
+        (
+            np.zeros((T, B)),
+            ValueError,
+            r"loss_and_grad: x must have shape \(T, B, 3\) or be token ids \(T, B\), got shape \(6, 2\)",
+        ),
         (np.zeros((T, B, D + 1)), ValueError, r"x must have shape \(T, B, 3\).*got shape \(6, 2, 4\)"),
         (np.zeros((0, B, D)), ValueError, r"x needs at least one step and one sequence, got shape \(0, 2, 3\)"),
         (np.zeros((T, B, D), np.float32), TypeError, r"x must have dtype float64 like the model, got float32"),
@@ -94,11 +100,23 @@ def test_nan_and_inf_are_refused_with_their_index(m, data):
 @pytest.mark.parametrize(
     "output, y, pattern",
     [
-        ("softmax", np.zeros((T, B, O)), r"y for output='softmax' must be integer class ids of shape \(6, 2\), got float64 of shape \(6, 2, 5\)"),
-        ("softmax", np.zeros((T, B + 1), int), r"must be integer class ids of shape \(6, 2\), got int64 of shape \(6, 3\)"),
+        (
+            "softmax",
+            np.zeros((T, B, O)),
+            r"y for output='softmax' must be integer class ids of shape \(6, 2\), got float64 of shape \(6, 2, 5\)",
+        ),
+        (
+            "softmax",
+            np.zeros((T, B + 1), int),
+            r"must be integer class ids of shape \(6, 2\), got int64 of shape \(6, 3\)",
+        ),
         ("softmax", np.full((T, B), O), r"y must hold ids in \[0, 5\), got 5"),
         ("identity", np.zeros((T, B), int), r"y for output='identity' must have shape \(6, 2, 5\), got \(6, 2\)"),
-        ("sigmoid", np.full((T, B, O), 2.0), r"y for output='sigmoid' must lie in \[0, 1\], got values in \[2.0, 2.0\]"),
+        (
+            "sigmoid",
+            np.full((T, B, O), 2.0),
+            r"y for output='sigmoid' must lie in \[0, 1\], got values in \[2.0, 2.0\]",
+        ),
         ("identity", np.zeros((T, B, O), np.float32), r"y must have dtype float64 like the model, got float32"),
     ],
 )
@@ -130,7 +148,9 @@ def test_bad_loss_weights(m, data):
 
 def test_replaced_parameter_with_wrong_shape_is_reported(m, data):
     m.params["W"] = np.zeros((H, H + 1))
-    with pytest.raises(ValueError, match=r"params\['W'\] must be a float64 array of shape \(4, 4\), got float64 \(4, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"params\['W'\] must be a float64 array of shape \(4, 4\), got float64 \(4, 5\)"
+    ):
         m.loss_and_grad(*data)
     m.params["W"] = np.zeros((H, H))
     del m.params["b_h"]
@@ -154,7 +174,9 @@ def test_bad_generate_arguments():
     with pytest.raises(ValueError, match=r"temperature must be a positive finite number, got 0"):
         bptt.generate(m, np.eye(3)[:1], 3, feedback="sample", temperature=0)
     wide = bptt.Elman(3, 4, 5, seed=0)
-    with pytest.raises(ValueError, match=r"output_size must equal input_size \(5 != 3\); pass embedding of shape \(5, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"output_size must equal input_size \(5 != 3\); pass embedding of shape \(5, 3\)"
+    ):
         bptt.generate(wide, np.eye(3)[:1], 3)
     with pytest.raises(ValueError, match=r"embedding must have shape \(5, 3\), got \(3, 3\)"):
         bptt.generate(wide, np.eye(3)[:1], 3, embedding=np.eye(3))

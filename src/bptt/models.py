@@ -59,6 +59,8 @@ class Elman(RNN):
     output_reads_input : bool
     num_layers : int
         Stack this many Elman layers of size H.
+    embedding_size : int or None
+        Optional input embedding ``e_t = E x_t``, ``E`` of shape ``(embedding_size, D)``.
     dtype : str
         ``"float32"`` or ``"float64"``.
     seed : int, numpy.random.Generator or None
@@ -84,6 +86,7 @@ class Elman(RNN):
         notation: str = "lecture",
         output_reads_input: bool = False,
         num_layers: int = 1,
+        embedding_size: int | None = None,
         dtype: str | np.dtype = "float64",
         seed: int | np.random.Generator | None = None,
     ) -> None:
@@ -96,6 +99,7 @@ class Elman(RNN):
             bias=bias,
             notation=notation,
             output_reads_input=output_reads_input,
+            embedding_size=embedding_size,
             dtype=dtype,
             seed=seed,
         )
@@ -121,6 +125,7 @@ class LSTM(RNN):
         bias: bool = True,
         output_reads_input: bool = False,
         num_layers: int = 1,
+        embedding_size: int | None = None,
         dtype: str | np.dtype = "float64",
         seed: int | np.random.Generator | None = None,
     ) -> None:
@@ -132,6 +137,7 @@ class LSTM(RNN):
             output=output,
             bias=bias,
             output_reads_input=output_reads_input,
+            embedding_size=embedding_size,
             dtype=dtype,
             seed=seed,
         )

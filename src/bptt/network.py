@@ -29,6 +29,7 @@ import numpy as np
 
 from . import _checks
 from .activations import get_activation
+from .inputs import project, project_backward
 from .layers import ELMAN_NOTATIONS, ElmanLayer, GRULayer, Layer, LSTMLayer
 from .losses import get_output
 from .readout import Readout
@@ -102,12 +103,15 @@ class LossAndGrad:
         ``ŷ_t`` for every step.
     state : dict of ndarray
         Final state, to carry into the next window (truncated BPTT).
+    forward : Forward
+        The forward pass itself (hidden states, caches), e.g. for :meth:`RNN.state_at`.
     """
 
     loss: float
     grads: dict[str, np.ndarray]
     outputs: np.ndarray
     state: dict[str, np.ndarray]
+    forward: Forward
 
 
 class RNN:
@@ -132,6 +136,10 @@ class RNN:
         LSTM and GRU layers always use ``V, W, b``.
     output_reads_input : bool
         Whether the output also reads ``x_t`` (RNN-B): ``ŷ_t = f_y(U h_t + U_x x_t + b_y)``.
+    embedding_size : int or None
+        If set, inputs first pass through an embedding ``e_t = E x_t`` with ``E`` of shape
+        ``(embedding_size, D)`` (for token ids: column ``x_t`` of ``E``), and the first layer
+        reads ``e_t``.
     dtype : str
         ``"float32"`` or ``"float64"``.
     seed : int, numpy.random.Generator or None
@@ -150,6 +158,7 @@ class RNN:
         bias: bool = True,
         notation: str = "lecture",
         output_reads_input: bool = False,
+        embedding_size: int | None = None,
         dtype: str | np.dtype = "float64",
         seed: int | np.random.Generator | None = None,
     ) -> None:
@@ -165,6 +174,9 @@ class RNN:
                 raise TypeError(f"{where}: {flag} must be True or False, got {value!r}")
         self.notation = notation
         self.bias = bool(bias)
+        self.embedding_size = (
+            None if embedding_size is None else _checks.positive_int(embedding_size, "embedding_size", where)
+        )
         self.specs = tuple(self._check_specs(layers, where))
         self.layers: tuple[Layer, ...] = tuple(self._build_layers())
         self.readout = Readout(
@@ -177,9 +189,13 @@ class RNN:
         )
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.params: dict[str, np.ndarray] = {}
+        if self.embedding_size is not None:
+            # Like torch.nn.Embedding: N(0, 1) entries; E is oriented (out, in) like every weight.
+            self.params["E"] = rng.standard_normal((self.embedding_size, self.input_size)).astype(self.dtype)
         for part in (*self.layers, self.readout):
             self.params.update(part.init_params(rng, self.dtype))
-        self._shapes = {n: s for part in (*self.layers, self.readout) for n, s in part.param_shapes().items()}
+        self._shapes = {"E": (self.embedding_size, self.input_size)} if self.embedding_size else {}
+        self._shapes.update({n: s for part in (*self.layers, self.readout) for n, s in part.param_shapes().items()})
 
     # -- construction ------------------------------------------------------------
     @staticmethod
@@ -202,7 +218,7 @@ class RNN:
 
     def _build_layers(self) -> list[Layer]:
         layers: list[Layer] = []
-        d = self.input_size
+        d = self.input_size if self.embedding_size is None else self.embedding_size
         many = len(self.specs) > 1
         for k, spec in enumerate(self.specs):
             suffix = f"_l{k}" if many else ""
@@ -247,6 +263,7 @@ class RNN:
             "bias": self.bias,
             "notation": self.notation,
             "output_reads_input": self.readout.reads_input,
+            "embedding_size": self.embedding_size,
             "dtype": self.dtype.name,
         }
 
@@ -278,6 +295,7 @@ class RNN:
             f"{type(self).__name__}(input_size={self.input_size}, layers=[{layers}], "
             f"output_size={self.output_size}, output='{self.output.name}', bias={self.bias}, "
             f"notation='{self.notation}', output_reads_input={self.readout.reads_input}, "
+            f"embedding_size={self.embedding_size}, "
             f"dtype='{self.dtype.name}', parameters={self.num_parameters})"
         )
 
@@ -367,7 +385,8 @@ class RNN:
 
     def _forward(self, x: np.ndarray, states) -> Forward:
         hidden, caches, finals = [], [], []
-        inp = x
+        # The embedding e_t = E x_t is a linear map of the input (a column gather for token ids).
+        inp = x if self.embedding_size is None else project(x, self.params["E"])
         for layer, state0 in zip(self.layers, states, strict=True):
             H, state_T, cache = layer.forward(self.params, inp, state0)
             hidden.append(H)
@@ -425,10 +444,13 @@ class RNN:
                     np.asarray(d_state[n], self.dtype) if n in d_state else np.zeros_like(fwd.state[n])
                     for n in layer.state_names
                 )
-            layer_grads, dx, d0 = layer.backward(self.params, fwd.caches[k], dH, dT, k > 0 or dense)
+            need_dx = k > 0 or dense or self.embedding_size is not None
+            layer_grads, dx, d0 = layer.backward(self.params, fwd.caches[k], dH, dT, need_dx)
             grads.update(layer_grads)
             state_grads.update(zip(layer.state_names, d0, strict=True))
             dH = dx
+        if self.embedding_size is not None:
+            grads["E"], dx = project_backward(dx, x, self.params["E"], dense)  # ∂J/∂E = Σ_t de_t x_tᵀ
         ordered = {name: grads[name] for name in self._shapes}
         ordered.update({name: state_grads[name] for name in self.state_shapes})
         if dense:
@@ -485,7 +507,21 @@ class RNN:
         else:
             dZ *= (w / B)[..., None]
         grads = self.backward(fwd, dZ)
-        return LossAndGrad(loss=J, grads=grads, outputs=fwd.outputs, state=fwd.state)
+        return LossAndGrad(loss=J, grads=grads, outputs=fwd.outputs, state=fwd.state, forward=fwd)
+
+    def state_at(self, fwd: Forward, t: int) -> dict[str, np.ndarray]:
+        """The state after step ``t`` (0-based) of ``fwd``, keyed like ``fwd.state`` (copies).
+
+        Truncated BPTT with overlapping windows starts the next window from here.
+        """
+        T = fwd.logits.shape[0]
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not -T <= t < T:
+            raise ValueError(f"{self._name}.state_at: t must be an integer in [0, {T}), got {t!r}")
+        return {
+            name: s.copy()
+            for layer, cache in zip(self.layers, fwd.caches, strict=True)
+            for name, s in zip(layer.state_names, layer.state_at(cache, int(t)), strict=True)
+        }
 
     def step(self, x_t: object, state: object = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """One time step, for generation.
@@ -504,7 +540,7 @@ class RNN:
         self._check_params(where)
         x_t = _checks.step_input(x_t, self.input_size, self.dtype, where)
         states = self._state(state, x_t.shape[0], where)
-        inp = x_t
+        inp = x_t if self.embedding_size is None else project(x_t[None], self.params["E"])[0]
         finals = []
         for layer, st in zip(self.layers, states, strict=True):
             st = layer.step(self.params, inp, st)

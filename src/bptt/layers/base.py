@@ -83,6 +83,10 @@ class Layer(ABC):
         """
 
     @abstractmethod
+    def state_at(self, cache: Any, t: int) -> State:
+        """The state after step ``t`` (0-based) of the pass that produced ``cache``."""
+
+    @abstractmethod
     def step(self, params: dict[str, np.ndarray], x_t: np.ndarray, state: State) -> State:
         """One step: ``x_t`` of shape ``(B, D)`` (or ``(B,)`` token ids) → new state."""
 

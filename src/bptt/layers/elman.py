@@ -173,6 +173,9 @@ class ElmanLayer(Layer):
             grads[n_b] = dA2.sum(axis=0)
         return grads, dx, (dh_next,)
 
+    def state_at(self, cache, t):
+        return (cache.H[t],)
+
     def step(self, params, x_t, state):
         V, W, b = self.weights(params)
         (h,) = state

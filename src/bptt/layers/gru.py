@@ -159,6 +159,9 @@ class GRULayer(Layer):
             grads["b_hn" + s] = dZh2[:, 2 * Hs :].sum(axis=0)
         return grads, dx, (dh_next,)
 
+    def state_at(self, cache, t):
+        return (cache.H[t],)
+
     def step(self, params, x_t, state):
         V, W, b, b_hn = self._weights(params)
         (h,) = state

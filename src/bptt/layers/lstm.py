@@ -167,6 +167,9 @@ class LSTMLayer(Layer):
             grads["b" + s] = dZ2.sum(axis=0)
         return grads, dx, (dh_next, dc_next)
 
+    def state_at(self, cache, t):
+        return (cache.H[t], cache.C[t])
+
     def step(self, params, x_t, state):
         V, W, b = self._weights(params)
         h, c = state

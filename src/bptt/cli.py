@@ -1,0 +1,264 @@
+"""The ``bptt`` command line: a thin layer over the Python API.
+
+::
+
+    bptt train [FILE_OR_DIR ...] [options]     train a language model (default corpus: Python's stdlib)
+    bptt train --resume RUN/latest.safetensors  continue a run exactly where it stopped
+    bptt sample CKPT --prime "def " -n 500      stream text from a trained model
+    bptt info CKPT                              architecture, equations and parameter table
+
+Every error is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .corpus import CorpusError
+from .sampling import sample_text
+from .train import TrainConfig, Trainer, TrainingError, checkpoint_config, prepare_data
+
+__all__ = ["main"]
+
+EQUATIONS = {
+    "elman": ["h_t = f_h(V x_t + W h_{t-1} + b_h)"],
+    "lstm": [
+        "[i; f; g; o] = [σ; σ; tanh; σ](V x_t + W h_{t-1} + b)",
+        "c_t = f ⊙ c_{t-1} + i ⊙ g,   h_t = o ⊙ tanh(c_t)",
+    ],
+    "gru": [
+        "[r; u] = σ(V_[r;z] x_t + W_[r;z] h_{t-1} + b_[r;z])",
+        "n_t = tanh(V_n x_t + b_n + r ⊙ (W_n h_{t-1} + b_hn)),   h_t = (1 − u) ⊙ n_t + u ⊙ h_{t-1}",
+    ],
+}
+
+
+class UsageError(Exception):
+    """A command-line mistake (reported in one line, exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bptt", description="Recurrent networks with exact backpropagation through time.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    d = TrainConfig()
+    t = sub.add_parser("train", help="train a language model on text (default: the Python standard library)")
+    t.add_argument("paths", nargs="*", metavar="FILE_OR_DIR", help="UTF-8 text files or folders (default: stdlib)")
+    t.add_argument("--out", default=None, help="output folder for checkpoints and metrics (default: runs/default)")
+    t.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT (its settings are kept)")
+    g = t.add_argument_group("model")
+    g.add_argument("--cell", choices=["elman", "lstm", "gru"], default=d.cell)
+    g.add_argument("--hidden-size", type=int, default=d.hidden_size)
+    g.add_argument("--layers", type=int, default=d.num_layers, dest="num_layers")
+    g.add_argument("--activation", default=d.activation, help="Elman f_h: tanh, relu, sigmoid, identity")
+    g.add_argument("--embedding-size", type=int, default=d.embedding_size)
+    g.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype)
+    g = t.add_argument_group("text")
+    g.add_argument("--level", choices=["char", "word"], default=d.level)
+    g.add_argument("--max-vocab", type=int, default=d.max_vocab, help="word level: keep this many tokens")
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    g = t.add_argument_group("truncated BPTT")
+    g.add_argument("--seq-len", type=int, default=d.seq_len, help="k1: steps per update")
+    g.add_argument("--bptt-len", type=int, default=d.bptt_len, help="k2 ≥ k1: steps backpropagated")
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g = t.add_argument_group("optimisation")
+    g.add_argument("--optimizer", choices=["sgd", "adagrad", "rmsprop", "adam", "adamw"], default=d.optimizer)
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--momentum", type=float, default=d.momentum)
+    g.add_argument("--nesterov", action="store_true")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--schedule", choices=["constant", "cosine", "step"], default=d.schedule)
+    g.add_argument("--warmup", type=int, default=d.warmup)
+    g.add_argument("--step-size", type=int, default=d.step_size)
+    g.add_argument("--gamma", type=float, default=d.gamma)
+    g.add_argument("--min-lr", type=float, default=d.min_lr)
+    g.add_argument("--clip", type=float, default=d.clip, help="global gradient-norm clip (0: off)")
+    g = t.add_argument_group("run")
+    g.add_argument("--steps", type=int, default=None, help=f"updates in all (default {d.steps}; with --resume: extend)")
+    g.add_argument("--eval-every", type=int, default=d.eval_every)
+    g.add_argument("--eval-tokens", type=int, default=d.eval_tokens)
+    g.add_argument("--patience", type=int, default=d.patience)
+    g.add_argument("--sample-every", type=int, default=d.sample_every)
+    g.add_argument("--sample-length", type=int, default=d.sample_length)
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    g.add_argument("--seed", type=int, default=d.seed)
+
+    s = sub.add_parser("sample", help="stream text from a trained model")
+    s.add_argument("checkpoint", metavar="CKPT")
+    s.add_argument("--prime", default=None, help="text to start from (default: a newline)")
+    s.add_argument("-n", "--length", type=int, default=500, help="tokens to generate")
+    s.add_argument("--temperature", type=_positive_float, default=1.0)
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    s.add_argument("--seed", type=int, default=0)
+
+    i = sub.add_parser("info", help="architecture, equations and parameter table of a checkpoint")
+    i.add_argument("checkpoint", metavar="CKPT")
+    return p
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    keys = set(TrainConfig.__dataclass_fields__) & set(vars(args))
+    values = {k: getattr(args, k) for k in keys}
+    if values.get("clip") == 0:
+        values["clip"] = None
+    return TrainConfig(**values)
+
+
+class _StopFlag:
+    """First Ctrl-C asks the trainer to stop after the current step; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step (Ctrl-C again to abort)", file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume:
+        ckpt_path = Path(args.resume)
+        ckpt = load_checkpoint(ckpt_path)
+        config = checkpoint_config(ckpt, ckpt_path)
+        data = prepare_data(args.paths, config, vocab=ckpt.vocab)
+        out = Path(args.out) if args.out else ckpt_path.parent
+        trainer = Trainer.resume(ckpt, data, out, steps=args.steps)
+        config = trainer.config
+        print(f"resuming {ckpt_path} at step {trainer.state.step} of {config.steps}", file=sys.stderr)
+    else:
+        if args.steps is None:
+            args.steps = TrainConfig.steps
+        config = _config(args)
+        data = prepare_data(args.paths, config)
+        out = Path(args.out or "runs/default")
+        trainer = Trainer(config, data, out)
+    _check_writable(out)
+    source = f"{len(data.files)} files" if args.paths else f"the Python standard library ({len(data.files)} files)"
+    print(
+        f"training {trainer.model!r}\n  on {source}: {len(data.train):,} training / {len(data.val):,} validation "
+        f"tokens, vocabulary {len(data.vocab)} ({data.vocab.level})",
+        file=sys.stderr,
+    )
+    flag = _StopFlag()
+    previous = signal.signal(signal.SIGINT, flag)
+    trainer.should_stop = lambda: flag.requested
+    try:
+        final = trainer.run(on_sample=lambda step, text: print(f"--- sample at step {step} ---\n{text}\n---"))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if flag.requested:
+        path = trainer.save("latest.safetensors")
+        print(f"interrupted at step {trainer.state.step}; resume with: bptt train --resume {path}", file=sys.stderr)
+        return 130
+    unit = "bpc" if data.vocab.level == "char" else "ppl"
+    if final:
+        print(f"done: step {final['step']}, validation {unit} {final[f'val_{unit}']:.3f}; checkpoints in {out}/")
+    return 0
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".bptt-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"output folder {folder} is not writable ({exc.strerror or exc})") from None
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    ckpt = load_checkpoint(args.checkpoint)
+    if ckpt.vocab is None:
+        raise UsageError(f"{args.checkpoint}: checkpoint has no vocabulary (not a language model)")
+    prime = args.prime if args.prime is not None else ("\n" if not ckpt.vocab.unknown("\n") else ckpt.vocab.tokens[0])
+    stream = sample_text(
+        ckpt.model,
+        ckpt.vocab,
+        prime,
+        args.length,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        greedy=args.greedy,
+        seed=np.random.default_rng(args.seed),
+    )
+    first = next(stream)  # validate everything before printing anything
+    sys.stdout.write(prime + first)
+    for piece in stream:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    ckpt = load_checkpoint(args.checkpoint)
+    m = ckpt.model
+    cfg = m.config()
+    lines = [f"checkpoint  {args.checkpoint}", f"model       {m!r}"]
+    if ckpt.vocab is not None:
+        lines.append(f"vocabulary  {len(ckpt.vocab)} {ckpt.vocab.level}s")
+    rec = ckpt.train
+    if "step" in rec:
+        best = rec.get("best_val")
+        lines.append(f"training    step {rec['step']}, epoch {rec.get('epoch', 0)}, tokens {rec.get('tokens', 0):,}")
+        if best is not None:
+            lines.append(f"            best validation loss {best:.4f} nats/token ({best / math.log(2):.3f} bits)")
+    lines.append("equations")
+    if cfg.get("embedding_size"):
+        lines.append("  e_t = E x_t   (x_t one-hot; a column of E)")
+    for k, spec in enumerate(cfg["layers"]):
+        lines.append(f"  layer {k} ({spec['kind']}, H = {spec['hidden_size']}):")
+        lines.extend(f"    {eq}" for eq in EQUATIONS[spec["kind"]])
+    lines.append(f"  ŷ_t = {cfg['output']}(U h_t + b_y)")
+    lines.append("parameters")
+    lines.append(f"  {'name':<10} {'shape':<16} {'count':>12}")
+    for name, shape in m.param_shapes.items():
+        lines.append(f"  {name:<10} {shape!s:<16} {int(np.prod(shape)):>12,}")
+    lines.append(f"  {'total':<10} {'':<16} {m.num_parameters:>12,}")
+    print("\n".join(lines))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    try:
+        args = _parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (UsageError, CorpusError, CheckpointError, TrainingError, ValueError, TypeError, OSError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"bptt: error: {message}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

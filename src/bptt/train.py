@@ -1,0 +1,554 @@
+"""Training a recurrent language model with truncated BPTT over a long token stream.
+
+The token stream is cut into ``B`` contiguous streams side by side (a ``(B, L)``
+array), so each window is a ``(T, B)`` block and the hidden state at the end of
+one window is the true state at the start of the next::
+
+    stream b:  t0 t1 t2 … | window 1 (T steps) | window 2 | …
+
+**TBPTT(k1, k2)** (Williams & Peng): every update advances ``k1`` steps and
+backpropagates ``k2 ≥ k1`` steps. The window covers the last ``k2`` steps;
+its first ``k2 − k1`` steps repeat the end of the previous window (with the
+current weights) and carry loss weight 0, so only the ``k1`` new steps are
+scored while gradients flow ``k2`` steps back. ``k1 = k2`` is the usual case.
+The loss is the mean per-token cross-entropy of the scored steps (weights
+``1/k1`` in bptt's ``J = (1/B) Σ_t Σ_b w_tb Loss_tb``).
+
+Everything that decides the next step lives in :class:`TrainState` (step,
+stream position, carried hidden state, optimizer moments, RNG state), and a
+checkpoint stores all of it: a run stopped and resumed equals the
+uninterrupted run bit for bit on the same machine and thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .corpus import read_corpus
+from .models import GRU, LSTM, Elman
+from .network import RNN
+from .optim import Optimizer, clip_grad_norm, make_optimizer
+from .sampling import sample_text
+from .schedules import Schedule
+from .vocab import Vocabulary
+
+__all__ = ["TrainConfig", "Trainer", "TrainingError", "prepare_data"]
+
+CELLS = {"elman": Elman, "lstm": LSTM, "gru": GRU}
+LN2 = math.log(2.0)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss or gradient, unusable data)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of a training run (all JSON-able; stored in every checkpoint).
+
+    Model
+        ``cell`` ("elman", "lstm", "gru"), ``hidden_size``, ``num_layers``,
+        ``activation`` (Elman's f_h), ``embedding_size`` (None: one-hot inputs),
+        ``dtype``.
+    Text
+        ``level`` ("char" or "word"), ``max_vocab`` (word level: keep the most
+        frequent, the rest become ``<unk>``), ``val_fraction`` (the last part of the
+        stream is held out).
+    Truncated BPTT
+        ``seq_len`` = k1 (steps per update), ``bptt_len`` = k2 ≥ k1 (steps
+        backpropagated; None means k1), ``batch_size`` B.
+    Optimisation
+        ``optimizer`` ("sgd", "adagrad", "rmsprop", "adam", "adamw"), ``lr``,
+        ``momentum`` / ``nesterov`` (sgd), ``weight_decay``, ``schedule``
+        ("constant", "cosine", "step"), ``warmup``, ``step_size`` / ``gamma``
+        (step schedule), ``min_lr`` (cosine), ``clip`` (global gradient norm; None: off).
+    Run
+        ``steps`` (updates), ``eval_every``, ``eval_tokens`` (validation tokens per
+        evaluation; None: all), ``patience`` (evaluations without improvement before
+        stopping; None: never), ``sample_every`` / ``sample_length`` (periodic samples;
+        0: off), ``checkpoint_every`` (0: at evaluations), ``seed``.
+    """
+
+    cell: str = "lstm"
+    hidden_size: int = 256
+    num_layers: int = 1
+    activation: str = "tanh"
+    embedding_size: int | None = None
+    dtype: str = "float32"
+    level: str = "char"
+    max_vocab: int | None = None
+    val_fraction: float = 0.05
+    seq_len: int = 64
+    bptt_len: int | None = None
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup: int = 0
+    step_size: int = 1000
+    gamma: float = 0.5
+    min_lr: float = 0.0
+    clip: float | None = 5.0
+    steps: int = 1000
+    eval_every: int = 100
+    eval_tokens: int | None = 20000
+    patience: int | None = None
+    sample_every: int = 0
+    sample_length: int = 200
+    checkpoint_every: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def fail(name: str, expected: str) -> None:
+            raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+
+        def integer(name: str, low: int, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                fail(name, f"an integer ≥ {low}" + (" or None" if optional else ""))
+
+        def number(name: str, low: float, strict: bool, high: float | None = None, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            ok = ok and (v > low if strict else v >= low) and (high is None or v < high)
+            if not ok:
+                bound = f"{'>' if strict else '≥'} {low:g}" + (f" and < {high:g}" if high is not None else "")
+                fail(name, f"a finite number {bound}")
+
+        if self.cell not in CELLS:
+            fail("cell", f"one of {sorted(CELLS)}")
+        if self.level not in ("char", "word"):
+            fail("level", "'char' or 'word'")
+        if self.dtype not in ("float32", "float64"):
+            fail("dtype", "'float32' or 'float64'")
+        for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "steps", "eval_every", "sample_length"):
+            integer(name, 1)
+        for name in ("embedding_size", "bptt_len", "patience", "eval_tokens"):
+            integer(name, 1, optional=True)
+        integer("max_vocab", 2, optional=True)
+        for name in ("warmup", "sample_every", "checkpoint_every", "seed"):
+            integer(name, 0)
+        integer("step_size", 1)
+        number("lr", 0.0, strict=True)
+        number("val_fraction", 0.0, strict=True, high=0.5)
+        number("momentum", 0.0, strict=False, high=1.0)
+        number("weight_decay", 0.0, strict=False)
+        number("gamma", 0.0, strict=True)
+        number("min_lr", 0.0, strict=False)
+        number("clip", 0.0, strict=True, optional=True)
+        if self.bptt_len is not None and self.bptt_len < self.seq_len:
+            raise ValueError(f"bptt_len (k2) must be ≥ seq_len (k1) = {self.seq_len}, got {self.bptt_len}")
+
+    @property
+    def k1(self) -> int:
+        return self.seq_len
+
+    @property
+    def k2(self) -> int:
+        return self.seq_len if self.bptt_len is None else self.bptt_len
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Data:
+    """A tokenised corpus split for training: ``train`` and ``val`` id streams and the vocabulary."""
+
+    vocab: Vocabulary
+    train: np.ndarray
+    val: np.ndarray
+    files: tuple[str, ...]
+    digest: str
+
+
+def prepare_data(paths, config: TrainConfig, vocab: Vocabulary | None = None) -> Data:
+    """Read text, build (or reuse) the vocabulary, encode, and split train / validation.
+
+    The last ``val_fraction`` of the token stream is the validation set (a
+    contiguous split: deterministic, and no validation text leaks into training).
+    """
+    import hashlib
+
+    corpus = read_corpus(paths)
+    if vocab is None:
+        vocab = Vocabulary.build([corpus.text], config.level, config.max_vocab)
+    ids = vocab.encode(corpus.text, strict=vocab.level == "char")
+    n_val = int(len(ids) * config.val_fraction)
+    need = config.batch_size * (config.k1 + 1)
+    train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+    if len(train) < need or len(val) < config.k1 + 1:
+        raise TrainingError(
+            f"corpus too short: {len(ids)} tokens; batch_size × (seq_len + 1) = {need} are needed for training "
+            f"and seq_len + 1 = {config.k1 + 1} for validation (use less batch_size/seq_len or more text)"
+        )
+    digest = hashlib.sha256(ids.tobytes()).hexdigest()
+    return Data(vocab=vocab, train=train, val=val, files=corpus.files, digest=digest)
+
+
+def build_model(config: TrainConfig, vocab_size: int) -> RNN:
+    """The language model of ``config``: token ids in, a softmax over the vocabulary out."""
+    kwargs: dict[str, Any] = dict(
+        num_layers=config.num_layers, embedding_size=config.embedding_size, dtype=config.dtype, seed=config.seed
+    )
+    if config.cell == "elman":
+        kwargs["activation"] = config.activation
+    return CELLS[config.cell](vocab_size, config.hidden_size, vocab_size, output="softmax", **kwargs)
+
+
+def _streams(ids: np.ndarray, batch_size: int) -> np.ndarray:
+    """``(B, L)``: ``B`` contiguous pieces of the stream side by side."""
+    L = len(ids) // batch_size
+    return np.ascontiguousarray(ids[: batch_size * L].reshape(batch_size, L))
+
+
+@dataclass
+class TrainState:
+    """Everything that decides the rest of a run (saved in checkpoints)."""
+
+    step: int = 0
+    epoch: int = 0
+    pos: int = 0  # first scored column of the next window
+    tokens: int = 0
+    best_val: float | None = None
+    bad_evals: int = 0
+    window_loss: float = 0.0  # sum of training losses since the last evaluation
+    window_n: int = 0
+    carried: dict[str, np.ndarray] = field(default_factory=dict)
+    rng_state: dict[str, Any] | None = None
+
+
+class Trainer:
+    """Trains a language model on ``data`` with the settings of ``config``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    data : Data
+        From :func:`prepare_data`.
+    out_dir : path
+        Where ``latest.safetensors``, ``best.safetensors`` and ``metrics.jsonl`` go.
+    model : RNN, optional
+        Defaults to :func:`build_model`.
+    log : callable, optional
+        Receives one-line progress messages (default: print to stderr).
+    """
+
+    def __init__(self, config: TrainConfig, data: Data, out_dir, model: RNN | None = None, log=None) -> None:
+        self.config = config
+        self.data = data
+        self.out_dir = Path(out_dir)
+        self.model = model if model is not None else build_model(config, len(data.vocab))
+        self.schedule = Schedule(
+            config.lr,
+            config.schedule,
+            warmup=config.warmup,
+            total_steps=config.steps,
+            min_lr=config.min_lr,
+            step_size=config.step_size,
+            gamma=config.gamma,
+        )
+        options: dict[str, Any] = {"weight_decay": config.weight_decay}
+        if config.optimizer == "sgd":
+            options.update(momentum=config.momentum, nesterov=config.nesterov)
+        self.optimizer: Optimizer = make_optimizer(config.optimizer, self.model.params, self.schedule, **options)
+        self.streams = _streams(data.train, config.batch_size)
+        self.state = TrainState(carried=self.model.initial_state(config.batch_size))
+        self.rng = np.random.default_rng(config.seed)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.should_stop: Callable[[], bool] = lambda: False  # polled between steps (e.g. after Ctrl-C)
+
+    # -- checkpoints -----------------------------------------------------------------
+    def _record(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "config": self.config.to_json(),
+            "step": s.step,
+            "epoch": s.epoch,
+            "pos": s.pos,
+            "tokens": s.tokens,
+            "best_val": s.best_val,
+            "bad_evals": s.bad_evals,
+            "window_loss": s.window_loss,
+            "window_n": s.window_n,
+            "rng_state": self.rng.bit_generator.state,
+            "data": {"files": len(self.data.files), "digest": self.data.digest},
+        }
+
+    def save(self, name: str) -> Path:
+        """Write ``out_dir/name`` atomically with everything needed to resume."""
+        path = self.out_dir / name
+        save_checkpoint(
+            path,
+            Checkpoint(
+                model=self.model,
+                vocab=self.data.vocab,
+                train=self._record(),
+                optimizer=self.optimizer.state_dict(),
+                state=self.state.carried,
+            ),
+        )
+        return path
+
+    @classmethod
+    def resume(cls, path, data: Data, out_dir, log=None, steps: int | None = None) -> Trainer:
+        """A trainer that continues the run saved in checkpoint ``path`` exactly.
+
+        ``steps`` replaces the run's total number of updates (to train for longer).
+        """
+        ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)
+        rec = ckpt.train
+        config = checkpoint_config(ckpt, path)
+        if steps is not None:
+            config = TrainConfig.from_json({**config.to_json(), "steps": steps})
+        if rec.get("data", {}).get("digest") != data.digest:
+            raise TrainingError(f"{path}: the training text differs from the text this run was started on")
+        trainer = cls(config, data, out_dir, model=ckpt.model, log=log)
+        if ckpt.optimizer is None:
+            raise TrainingError(f"{path}: checkpoint has no optimizer state to resume from")
+        trainer.optimizer.load_state_dict(*ckpt.optimizer)
+        trainer.rng.bit_generator.state = rec["rng_state"]
+        trainer.state = TrainState(
+            step=rec["step"],
+            epoch=rec["epoch"],
+            pos=rec["pos"],
+            tokens=rec["tokens"],
+            best_val=rec["best_val"],
+            bad_evals=rec["bad_evals"],
+            window_loss=rec["window_loss"],
+            window_n=rec["window_n"],
+            carried={k: v.copy() for k, v in ckpt.state.items()},
+        )
+        return trainer
+
+    # -- one update ---------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """One TBPTT(k1, k2) update; returns its loss, gradient norm and learning rate."""
+        cfg, s, m = self.config, self.state, self.model
+        k1, overlap = cfg.k1, cfg.k2 - cfg.k1
+        L = self.streams.shape[1]
+        if s.pos + k1 + 1 > L:  # stream exhausted: next epoch from a zero state
+            s.epoch += 1
+            s.pos = 0
+            s.carried = m.initial_state(cfg.batch_size)
+        start = max(0, s.pos - overlap)  # the window reaches k2 steps back (less at the start)
+        end = s.pos + k1
+        x = self.streams[:, start:end].T  # (T, B) token ids
+        y = self.streams[:, start + 1 : end + 1].T  # next tokens
+        w = np.zeros(x.shape, m.dtype)
+        w[s.pos - start :] = 1.0 / k1  # score only the k1 new steps; mean per token
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught just below
+            r = m.loss_and_grad(x, y, s.carried, loss_weights=w)
+        if not math.isfinite(r.loss):
+            raise TrainingError(f"step {s.step + 1}: loss is {r.loss}; stopping before it reaches the weights")
+        try:
+            norm = clip_grad_norm(r.grads, cfg.clip, names=m.params.keys())
+        except FloatingPointError as exc:
+            raise TrainingError(f"step {s.step + 1}: {exc}; stopping before it reaches the weights") from None
+        lr = self.optimizer.current_lr()
+        self.optimizer.step(r.grads)
+        for name, p in m.params.items():
+            if not np.isfinite(p).all():
+                raise TrainingError(f"step {s.step + 1}: parameter {name!r} became non-finite (lr {lr:g} too high?)")
+        # The next window starts k1 steps later; carry the state from there.
+        next_start = max(0, end - overlap)
+        if next_start > start:
+            s.carried = m.state_at(r.forward, next_start - start - 1)
+        s.pos = end
+        s.step += 1
+        s.tokens += k1 * cfg.batch_size
+        return {"loss": r.loss, "grad_norm": norm, "lr": lr, "clipped": float(cfg.clip is not None and norm > cfg.clip)}
+
+    # -- evaluation ---------------------------------------------------------------------
+    def evaluate(self) -> float:
+        """Mean cross-entropy per token (nats) on the validation stream (the first ``eval_tokens``)."""
+        cfg = self.config
+        with np.errstate(over="ignore", invalid="ignore"):
+            val = evaluate_loss(self.model, self.data.val, cfg.batch_size, cfg.k1, cfg.eval_tokens)
+        if not math.isfinite(val):
+            raise TrainingError(f"step {self.state.step}: validation loss is {val}; the model has diverged")
+        return val
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, on_sample: Callable[[int, str], None] | None = None) -> dict[str, Any]:
+        """Train until ``config.steps`` updates (or early stopping); return the final metrics."""
+        cfg, s = self.config, self.state
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path = self.out_dir / "metrics.jsonl"
+        _truncate_metrics(metrics_path, s.step)
+        unit = "bpc" if self.data.vocab.level == "char" else "ppl"
+        t0, tokens0 = time.perf_counter(), s.tokens
+        stopped = None
+        last: dict[str, Any] = {}
+        progress = _Progress(cfg.steps, s.step, self.log)
+        with metrics_path.open("a", encoding="utf-8") as metrics:
+            while s.step < cfg.steps and not self.should_stop():
+                out = self.train_step()
+                s.window_loss += out["loss"]
+                s.window_n += 1
+                elapsed = time.perf_counter() - t0
+                progress.update(s.step, out["loss"], _score(out["loss"], unit), unit, s.tokens - tokens0, elapsed)
+                evaluating = s.step % cfg.eval_every == 0 or s.step == cfg.steps
+                if evaluating:
+                    val = self.evaluate()
+                    row = {
+                        "step": s.step,
+                        "epoch": s.epoch,
+                        "tokens": s.tokens,
+                        "train_loss": s.window_loss / s.window_n,
+                        f"train_{unit}": _score(s.window_loss / s.window_n, unit),
+                        "val_loss": val,
+                        f"val_{unit}": _score(val, unit),
+                        "lr": out["lr"],
+                        "grad_norm": out["grad_norm"],
+                        "elapsed_s": round(elapsed, 3),
+                    }
+                    s.window_loss, s.window_n = 0.0, 0
+                    improved = s.best_val is None or val < s.best_val
+                    if improved:
+                        s.best_val, s.bad_evals = val, 0
+                    else:
+                        s.bad_evals += 1
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                    progress.note(
+                        f"step {s.step}: train {unit} {row[f'train_{unit}']:.3f}, val {unit} {row[f'val_{unit}']:.3f}"
+                        + (" (best)" if improved else "")
+                    )
+                    self.save("latest.safetensors")
+                    if improved:
+                        self.save("best.safetensors")
+                    last = row
+                    if cfg.patience is not None and s.bad_evals >= cfg.patience:
+                        stopped = f"early stopping: no improvement in {cfg.patience} evaluations"
+                        break
+                elif cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
+                    self.save("latest.safetensors")
+                if cfg.sample_every and s.step % cfg.sample_every == 0 and on_sample is not None:
+                    on_sample(s.step, self.sample(cfg.sample_length))
+        progress.close()
+        if stopped:
+            self.log(stopped)
+        return last
+
+    def sample(self, n: int, prime: str | None = None, temperature: float = 0.8) -> str:
+        """A sample from the current model, drawn with an RNG derived from (seed, step).
+
+        Sampling never touches the training RNG, so it cannot change the run.
+        """
+        rng = np.random.default_rng([self.config.seed, self.state.step])
+        prime = prime if prime is not None else _default_prime(self.data.vocab)
+        return prime + "".join(sample_text(self.model, self.data.vocab, prime, n, temperature=temperature, seed=rng))
+
+
+def checkpoint_config(ckpt: Checkpoint, path: object = "checkpoint") -> TrainConfig:
+    """The training settings stored in a checkpoint."""
+    try:
+        return TrainConfig.from_json(ckpt.train["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrainingError(f"{path}: checkpoint has no usable training record ({exc})") from None
+
+
+def evaluate_loss(model: RNN, ids: np.ndarray, batch_size: int, seq_len: int, max_tokens: int | None) -> float:
+    """Mean cross-entropy per token (nats) of ``model`` on the stream ``ids``, state carried across windows."""
+    if max_tokens is not None:
+        ids = ids[: max_tokens + 1]
+    B = max(1, min(batch_size, (len(ids) - 1) // seq_len))
+    streams = _streams(ids, B)
+    L = streams.shape[1]
+    state, total, count = None, 0.0, 0
+    for start in range(0, L - 1, seq_len):
+        end = min(start + seq_len, L - 1)
+        x, y = streams[:, start:end].T, streams[:, start + 1 : end + 1].T
+        fwd = model.forward(x, state)
+        total += float(model.output.loss(fwd.logits, y).sum())
+        count += y.size
+        state = fwd.state
+        if not math.isfinite(total):
+            return total
+    return total / count
+
+
+def _score(loss: float, unit: str) -> float:
+    return loss / LN2 if unit == "bpc" else math.exp(min(loss, 700.0))
+
+
+def _default_prime(vocab: Vocabulary) -> str:
+    for candidate in ("\n", " ", "the"):
+        if not vocab.unknown(candidate):
+            return candidate
+    return vocab.tokens[0]
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows logged after ``step`` (by a run that stopped after its last checkpoint)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue
+    from .atomic import write_atomic
+
+    write_atomic(path, "".join(line + "\n" for line in keep))
+
+
+class _Progress:
+    """tqdm bar on a terminal; a one-line log every few seconds otherwise."""
+
+    def __init__(self, total: int, done: int, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.total = total
+        self.bar = None
+        self.last_line = 0.0
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit="step", dynamic_ncols=True, leave=True)
+
+    def update(self, step: int, loss: float, score: float, unit: str, tokens: int, elapsed: float) -> None:
+        rate = tokens / max(elapsed, 1e-9)
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix_str(f"loss {loss:.3f} {unit} {score:.3f} {rate:,.0f} tok/s", refresh=False)
+        elif elapsed - self.last_line >= 5.0 or step == self.total:
+            self.last_line = elapsed
+            self.log(f"step {step}/{self.total} loss {loss:.4f} {unit} {score:.3f} {rate:,.0f} tok/s {elapsed:.0f}s")
+
+    def note(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.write(msg, file=sys.stderr)
+        else:
+            self.log(msg)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

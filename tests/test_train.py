@@ -1,0 +1,253 @@
+"""Language-model training: truncated BPTT, exact resume, non-finite stops, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt.checkpoint import load_checkpoint
+from bptt.cli import main
+from bptt.train import TrainConfig, Trainer, TrainingError, evaluate_loss, prepare_data
+
+TEXT = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(400))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "code.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+def small(**kw) -> TrainConfig:
+    base = dict(hidden_size=16, seq_len=8, batch_size=4, steps=12, eval_every=4, eval_tokens=400, lr=5e-3)
+    return TrainConfig(**(base | kw))
+
+
+def test_prepare_data_splits_the_stream_deterministically(corpus):
+    cfg = small(val_fraction=0.1)
+    a, b = prepare_data([corpus], cfg), prepare_data([corpus], cfg)
+    assert a.digest == b.digest and np.array_equal(a.train, b.train)
+    assert len(a.val) == int(len(TEXT) * 0.1)
+    assert a.vocab.decode(np.concatenate([a.train, a.val])) == TEXT
+
+
+def test_tbptt_k1_equals_k2_matches_one_long_backward_pass_of_the_loss(corpus):
+    """With k1 = k2 the carried state makes window losses those of one long sequence."""
+    cfg = small(steps=3, optimizer="sgd", lr=1e-12)  # weights (almost) fixed
+    data = prepare_data([corpus], cfg)
+    tr = Trainer(cfg, data, corpus.parent / "run")
+    losses = [tr.train_step()["loss"] for _ in range(3)]
+    x = tr.streams[:, :24].T
+    y = tr.streams[:, 1:25].T
+    fwd = tr.model.forward(x)
+    per_step = tr.model.output.loss(fwd.logits, y)  # (T, B)
+    expected = [per_step[i * 8 : (i + 1) * 8].mean() for i in range(3)]
+    np.testing.assert_allclose(losses, expected, rtol=1e-4)
+
+
+def test_tbptt_k2_greater_than_k1_scores_only_new_steps_and_backpropagates_k2(corpus):
+    cfg = small(seq_len=4, bptt_len=10, steps=4, dtype="float64", optimizer="sgd", lr=0.1)
+    data = prepare_data([corpus], cfg)
+    tr = Trainer(cfg, data, corpus.parent / "run")
+    model0 = tr.model.copy()
+    tr.train_step()  # window [0, 4): no history yet
+    tr.train_step()  # window [0, 8): first 4 steps repeated with weight 0
+    tr.train_step()  # window [2, 12)
+    assert tr.state.pos == 12
+    # Reproduce step 3 by hand: the state at column 2 comes from step 2's forward pass (its weights).
+    m = model0.copy()
+    grads = m.loss_and_grad(tr.streams[:, 0:4].T, tr.streams[:, 1:5].T, loss_weights=np.full((4, 4), 0.25)).grads
+    for k in m.params:
+        m.params[k] -= 0.1 * _clipped(grads, m, 5.0)[k]
+    x2, y2 = tr.streams[:, 0:8].T, tr.streams[:, 1:9].T
+    w2 = np.zeros((8, 4))
+    w2[4:] = 0.25
+    r2 = m.loss_and_grad(x2, y2, loss_weights=w2)
+    carried = m.state_at(r2.forward, 1)
+    g2 = _clipped(r2.grads, m, 5.0)
+    for k in m.params:
+        m.params[k] -= 0.1 * g2[k]
+    w3 = np.zeros((10, 4))
+    w3[6:] = 0.25
+    r3 = m.loss_and_grad(tr.streams[:, 2:12].T, tr.streams[:, 3:13].T, carried, loss_weights=w3)
+    g3 = _clipped(r3.grads, m, 5.0)
+    for k in m.params:
+        m.params[k] -= 0.1 * g3[k]
+        np.testing.assert_allclose(tr.model.params[k], m.params[k], rtol=1e-12, atol=1e-14)
+
+
+def _clipped(grads, m, max_norm):
+    total = math.sqrt(sum(float((grads[k] ** 2).sum()) for k in m.params))
+    scale = max_norm / (total + 1e-12) if total > max_norm else 1.0
+    return {k: grads[k] * scale for k in m.params}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cell, optimizer", [("lstm", "adam"), ("gru", "rmsprop"), ("elman", "sgd")])
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_run_bit_for_bit(tmp_path, corpus, dtype, cell, optimizer):
+    cfg = small(dtype=dtype, cell=cell, optimizer=optimizer, momentum=0.9 if optimizer == "sgd" else 0.0, steps=12)
+    data = prepare_data([corpus], cfg)
+    whole = Trainer(cfg, data, tmp_path / "whole", log=lambda m: None)
+    whole.run()
+
+    first = Trainer(cfg, data, tmp_path / "split", log=lambda m: None)
+    first.should_stop = lambda: first.state.step >= 6  # "interrupted" after step 6
+    first.run()
+    first.save("latest.safetensors")
+    resumed = Trainer.resume(tmp_path / "split" / "latest.safetensors", data, tmp_path / "split", log=lambda m: None)
+    resumed.run()
+
+    for k in whole.model.params:
+        assert np.array_equal(whole.model.params[k], resumed.model.params[k]), k
+    for k in whole.state.carried:
+        assert np.array_equal(whole.state.carried[k], resumed.state.carried[k]), k
+    rows_whole = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    rows_split = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    strip = [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows_whole]
+    assert strip == [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows_split]
+
+
+def test_best_and_latest_checkpoints_and_early_stopping(tmp_path, corpus):
+    cfg = small(steps=40, eval_every=2, patience=2, lr=0.5, optimizer="sgd")
+    data = prepare_data([corpus], cfg)
+    tr = Trainer(cfg, data, tmp_path, log=lambda m: None)
+    tr.run()
+    best = load_checkpoint(tmp_path / "best.safetensors")
+    latest = load_checkpoint(tmp_path / "latest.safetensors")
+    assert best.train["best_val"] == min(json.loads(r)["val_loss"] for r in (tmp_path / "metrics.jsonl").open())
+    assert latest.train["step"] >= best.train["step"]
+    if tr.state.step < 40:  # stopped early: the last `patience` evaluations did not improve
+        assert tr.state.bad_evals == 2
+
+
+def test_non_finite_loss_stops_within_one_step_and_writes_no_checkpoint(tmp_path, corpus):
+    cfg = small(steps=50, eval_every=1, clip=None, optimizer="sgd", lr=1e30, cell="elman", activation="identity")
+    data = prepare_data([corpus], cfg)
+    tr = Trainer(cfg, data, tmp_path, log=lambda m: None)
+    with pytest.raises(TrainingError, match=r"step \d+: .*(not finite|non-finite|loss is)"):
+        tr.run()
+    for path in tmp_path.glob("*.safetensors"):
+        ckpt = load_checkpoint(path)  # whatever was written is finite and loadable
+        assert all(np.isfinite(v).all() for v in ckpt.model.params.values())
+
+
+def test_evaluate_loss_is_the_mean_cross_entropy_per_token(corpus):
+    cfg = small()
+    data = prepare_data([corpus], cfg)
+    m = Trainer(cfg, data, corpus.parent / "r").model
+    ids = data.val[:101]
+    whole = m.forward(ids[:-1, None])
+    expected = float(m.output.loss(whole.logits, ids[1:, None]).mean())
+    assert evaluate_loss(m, ids, batch_size=1, seq_len=7, max_tokens=None) == pytest.approx(expected, rel=1e-5)
+
+
+def test_training_lowers_validation_loss(tmp_path, corpus):
+    cfg = small(steps=60, eval_every=30, hidden_size=32, lr=1e-2)
+    data = prepare_data([corpus], cfg)
+    tr = Trainer(cfg, data, tmp_path, log=lambda m: None)
+    before = tr.evaluate()
+    tr.run()
+    assert tr.evaluate() < before - 0.5
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_train_sample_info_resume(tmp_path, corpus, capsys):
+    out_dir = tmp_path / "run"
+    args = ["train", corpus, "--out", out_dir, "--hidden-size", 16, "--seq-len", 8, "--batch-size", 4]
+    code, out, err = run_cli(capsys, *args, "--steps", 6, "--eval-every", 3, "--eval-tokens", 200)
+    assert code == 0, err
+    assert "validation bpc" in out
+    assert (out_dir / "metrics.jsonl").exists() and (out_dir / "best.safetensors").exists()
+
+    code, out, err = run_cli(capsys, "sample", out_dir / "latest.safetensors", "--prime", "def ", "-n", 30, "--seed", 1)
+    assert code == 0, err
+    assert out.startswith("def ") and len(out) >= 30
+    again = run_cli(capsys, "sample", out_dir / "latest.safetensors", "--prime", "def ", "-n", 30, "--seed", 1)[1]
+    assert again == out
+    greedy = run_cli(capsys, "sample", out_dir / "latest.safetensors", "--prime", "def ", "-n", 10, "--greedy")
+    assert greedy[0] == 0
+
+    code, out, err = run_cli(capsys, "info", out_dir / "latest.safetensors")
+    assert code == 0
+    assert "V " in out and "(64, " in out and "total" in out and "c_t = f ⊙ c_{t-1} + i ⊙ g" in out
+
+    code, out, err = run_cli(capsys, "train", corpus, "--resume", out_dir / "latest.safetensors", "--steps", 9)
+    assert code == 0, err
+    assert "resuming" in err and load_checkpoint(out_dir / "latest.safetensors").train["step"] == 9
+
+
+@pytest.mark.parametrize(
+    "argv, pattern",
+    [
+        (["train", "{missing}"], r"no such file or folder"),
+        (["train", "{binary}"], r"not UTF-8 text \(invalid byte 0xff at offset 3\)"),
+        (["train", "{empty}"], r"file is empty"),
+        (["train", "{short}"], r"corpus too short"),
+        (["train", "{corpus}", "--lr", "-1"], r"lr must be a finite number > 0, got -1.0"),
+        (["train", "{corpus}", "--lr", "nan"], r"lr must be a finite number > 0"),
+        (["train", "{corpus}", "--hidden-size", "0"], r"hidden_size must be an integer ≥ 1, got 0"),
+        (["train", "{corpus}", "--seq-len", "8", "--bptt-len", "4"], r"bptt_len \(k2\) must be ≥ seq_len"),
+        (["train", "{corpus}", "--cell", "transformer"], r"argument --cell: invalid choice"),
+        (["sample", "{missing}"], r"cannot read checkpoint"),
+        (["sample", "{corpus}"], r"not a bptt checkpoint"),
+        (["info", "{empty}"], r"not a bptt checkpoint"),
+        (["sample", "{ckpt}", "--temperature", "0"], r"temperature: must be a finite number > 0"),
+        (["sample", "{ckpt}", "--top-k", "100000"], r"top_k must be an integer in \[1, \d+\]"),
+        (["sample", "{ckpt}", "--prime", "日本"], r"prime has 2 chars outside the model's vocabulary: '日', '本'"),
+        (["train", "{corpus}", "--out", "{readonly}/sub"], r"not writable|Permission denied|Read-only"),
+    ],
+)
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, corpus, capsys, argv, pattern, trained):
+    (tmp_path / "bin.txt").write_bytes(b"abc\xffdef")
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "short.txt").write_text("tiny")
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    (readonly / "sub").write_text("a file where a folder should be")
+    names = dict(
+        missing=tmp_path / "nope.txt",
+        binary=tmp_path / "bin.txt",
+        empty=tmp_path / "empty.txt",
+        short=tmp_path / "short.txt",
+        corpus=corpus,
+        ckpt=trained,
+        readonly=readonly,
+    )
+    argv = [a.format(**names) for a in argv]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("bptt: error: ")
+    import re
+
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trained")
+    text = folder / "t.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    cfg = small(steps=2, eval_every=2)
+    tr = Trainer(cfg, prepare_data([text], cfg), folder, log=lambda m: None)
+    tr.run()
+    return folder / "latest.safetensors"
+
+
+def test_library_api_is_re_exported():
+    for name in ("Elman", "LSTM", "GRU", "RNN", "gradcheck", "generate"):
+        assert hasattr(bptt, name)
