@@ -227,7 +227,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, corpus, capsys, argv
         readonly=readonly,
     )
     argv = [a.format(**names) for a in argv]
-    code, out, err = run_cli(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1, err

@@ -90,7 +90,8 @@ def sample_text(
     """
     if model.input_size != len(vocab) or model.output_size != len(vocab):
         raise ValueError(
-            f"model has {model.input_size} inputs / {model.output_size} outputs but the vocabulary has {len(vocab)} tokens"
+            f"model has {model.input_size} inputs / {model.output_size} outputs, "
+            f"but the vocabulary has {len(vocab)} tokens"
         )
     _check(n, temperature, top_k, top_p, len(vocab))
     if not isinstance(prime, str) or not prime:
