@@ -539,7 +539,11 @@ class RNN:
         where = f"{self._name}.step"
         self._check_params(where)
         x_t = _checks.step_input(x_t, self.input_size, self.dtype, where)
-        states = self._state(state, x_t.shape[0], where)
+        p, states = self._step(x_t, self._state(state, x_t.shape[0], where))
+        return p, self._state_dict(states)
+
+    def _step(self, x_t: np.ndarray, states: tuple) -> tuple[np.ndarray, tuple]:
+        """:meth:`step` on validated input and per-layer state tuples (the generation hot path)."""
         inp = x_t if self.embedding_size is None else project(x_t[None], self.params["E"])[0]
         finals = []
         for layer, st in zip(self.layers, states, strict=True):
@@ -547,4 +551,4 @@ class RNN:
             finals.append(st)
             inp = st[0]
         logits = self.readout.step(self.params, inp, x_t)
-        return self.output.f(logits), self._state_dict(finals)
+        return self.output.f(logits), tuple(finals)

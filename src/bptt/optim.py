@@ -226,14 +226,18 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float | None, names=N
     Raises
     ------
     FloatingPointError
-        When the norm is NaN or Inf, naming the first non-finite gradient: a
-        step with it would destroy the parameters.
+        When a gradient holds NaN or Inf, naming it: a step with it would destroy
+        the parameters.
     """
     keys = list(grads) if names is None else list(names)
-    total = math.sqrt(sum(float(np.vdot(grads[k], grads[k])) for k in keys))
-    if not math.isfinite(total):
-        bad = next(k for k in keys if not np.isfinite(grads[k]).all())
-        raise FloatingPointError(f"gradient norm is {total}: gradient of {bad!r} is not finite")
+    for k in keys:
+        if not np.isfinite(grads[k]).all():
+            raise FloatingPointError(f"gradient of {k!r} is not finite (NaN or Inf)")
+    # ‖g‖ = M ‖g / M‖ with M the largest |g_i|: finite even when Σ g_i² would overflow.
+    M = max((float(np.abs(grads[k]).max(initial=0.0)) for k in keys), default=0.0)
+    if M == 0.0:
+        return 0.0
+    total = M * math.sqrt(sum(float(np.vdot(grads[k] / M, grads[k] / M)) for k in keys))
     if max_norm is not None and total > max_norm:
         scale = max_norm / (total + 1e-12)
         for k in keys:

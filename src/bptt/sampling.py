@@ -105,10 +105,12 @@ def sample_text(
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     ids = vocab.encode(prime, strict=False)
     fwd = model.forward(ids[:, None].astype(np.intp))  # the whole prime in one pass: (T, 1)
-    p, state = fwd.outputs[-1, 0], fwd.state
+    p, states = fwd.outputs[-1, 0], model._state(fwd.state, 1, "sample_text")
+    x = np.empty(1, np.intp)
     for i in range(n):
         tok = next_token(p, rng, temperature, top_k, top_p, greedy)
         yield vocab.tokens[tok]
         if i + 1 < n:
-            out, state = model.step(np.array([tok]), state)
+            x[0] = tok
+            out, states = model._step(x, states)  # inputs are valid by construction
             p = out[0]

@@ -153,11 +153,13 @@ class ElmanLayer(Layer):
         df = self.activation.df
         H = cache.H
         T, B, Hs = H.shape
-        dA = np.empty_like(H)
+        dA = df(H)  # f_h'(a_t) for every step at once; becomes ∂J/∂a_t in the loop
         dh_next = np.zeros((B, Hs), H.dtype) if dstate_T is None else dstate_T[0]
+        dh = np.empty((B, Hs), H.dtype)
         for t in range(T - 1, -1, -1):
-            dh = dH[t] + dh_next  # direct term + everything from later steps
-            da = np.multiply(dh, df(H[t]), out=dA[t])  # through f_h
+            np.add(dH[t], dh_next, out=dh)  # direct term + everything from later steps
+            da = dA[t]
+            da *= dh  # through f_h
             dh_next = da @ W  # into h_{t-1}
         # Σ_t terms as single products over all T·B rows.
         H_prev = np.concatenate((cache.h0[None], H[:-1]), axis=0).reshape(T * B, Hs)

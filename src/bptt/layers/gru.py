@@ -133,23 +133,26 @@ class GRULayer(Layer):
         Hs = self.hidden_size
         G, Hn, H = cache.G, cache.Hn, cache.H
         T, B, _ = G.shape
-        dZx = np.empty_like(G)  # ∂J/∂(input-side pre-activations)
-        dZh = np.empty_like(G)  # ∂J/∂(W h_{t-1}) pre-activations
+        blocks = G.reshape(T, B, 3, Hs)
+        R, U, N = blocks[:, :, 0], blocks[:, :, 1], blocks[:, :, 2]
+        H_prev = np.concatenate((cache.h0[None], H[:-1]), axis=0)
+        # Local factors that do not depend on the recurrence, for every step at once: each
+        # pre-activation's gradient is dh_t times one of them.
+        Mx = np.empty((T, B, 3, Hs), G.dtype)  # input side [r, u, n]
+        np.multiply(1.0 - U, 1.0 - N * N, out=Mx[:, :, 2])  # n: through h = (1-u) n + u h_prev, tanh
+        np.multiply(Mx[:, :, 2] * Hn, R * (1.0 - R), out=Mx[:, :, 0])  # r: multiplies W_n h + b_hn
+        np.multiply(H_prev - N, U * (1.0 - U), out=Mx[:, :, 1])  # u: chooses h_prev over n
+        Mh = Mx.copy()  # state side: the same, except n sees W_n h_{t-1} through r
+        Mh[:, :, 2] *= R
+        dZh = np.empty((T, B, 3, Hs), G.dtype)
+        DH = np.empty((T, B, Hs), G.dtype)  # total ∂J/∂h_t
         dh_next = np.zeros((B, Hs), G.dtype) if dstate_T is None else dstate_T[0]
         for t in range(T - 1, -1, -1):
-            g_t = G[t]
-            r, u, n = g_t[:, :Hs], g_t[:, Hs : 2 * Hs], g_t[:, 2 * Hs :]
-            h_prev = H[t - 1] if t > 0 else cache.h0
-            dh = dH[t] + dh_next
-            da_n = dh * (1.0 - u) * (1.0 - n * n)  # through h = (1-u) n + u h_prev, then tanh
-            dzx, dzh = dZx[t], dZh[t]
-            np.multiply(dh * (h_prev - n), u * (1.0 - u), out=dzx[:, Hs : 2 * Hs])  # update gate
-            np.multiply(da_n * Hn[t], r * (1.0 - r), out=dzx[:, :Hs])  # reset gate
-            dzx[:, 2 * Hs :] = da_n
-            dzh[:, : 2 * Hs] = dzx[:, : 2 * Hs]  # r and u see W h_{t-1} unscaled
-            np.multiply(da_n, r, out=dzh[:, 2 * Hs :])  # n sees it through r ⊙ (...)
-            dh_next = dh * u + dzh @ W  # into h_{t-1}: directly and through W
-        H_prev = np.concatenate((cache.h0[None], H[:-1]), axis=0).reshape(T * B, Hs)
+            dh = np.add(dH[t], dh_next, out=DH[t])  # direct term + everything from later steps
+            np.multiply(Mh[t], dh[:, None, :], out=dZh[t])
+            dh_next = dh * U[t] + dZh[t].reshape(B, 3 * Hs) @ W  # into h_{t-1}: directly and through W
+        dZx = np.multiply(Mx, DH[:, :, None, :], out=Mx).reshape(T, B, 3 * Hs)
+        H_prev = H_prev.reshape(T * B, Hs)
         dZh2 = dZh.reshape(T * B, 3 * Hs)
         dV, dx = project_backward(dZx, cache.x, V, need_dx and not is_tokens(cache.x))
         s = self.suffix

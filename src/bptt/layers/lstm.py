@@ -138,27 +138,37 @@ class LSTMLayer(Layer):
         Hs = self.hidden_size
         G, C, tanhC, H = cache.G, cache.C, cache.tanhC, cache.H
         T, B, _ = G.shape
-        dZ = np.empty_like(G)
+        blocks = G.reshape(T, B, 4, Hs)
+        I, F, Gc, O = blocks[:, :, 0], blocks[:, :, 1], blocks[:, :, 2], blocks[:, :, 3]
+        C_prev = np.concatenate((cache.c0[None], C[:-1]), axis=0)
+        # Local factors that do not depend on the recurrence, for every step at once:
+        # ∂c_t/∂z through each gate, [g σ'(i), c_{t-1} σ'(f), i tanh'(g)], then tanh(c_t) σ'(o)
+        # for ∂h_t/∂z_o, and ∂h_t/∂c_t = o ⊙ tanh'(c_t).
+        M = np.empty((T, B, 4, Hs), G.dtype)
+        np.multiply(Gc, I * (1.0 - I), out=M[:, :, 0])
+        np.multiply(C_prev, F * (1.0 - F), out=M[:, :, 1])
+        np.multiply(I, 1.0 - Gc * Gc, out=M[:, :, 2])
+        np.multiply(tanhC, O * (1.0 - O), out=M[:, :, 3])
+        dh_dc = O * (1.0 - tanhC * tanhC)
+        dZ = np.empty((T, B, 4, Hs), G.dtype)
         if dstate_T is None:
             dh_next = np.zeros((B, Hs), G.dtype)
             dc_next = np.zeros((B, Hs), G.dtype)
         else:
             dh_next, dc_next = dstate_T
+        dh = np.empty((B, Hs), G.dtype)
+        dc = np.empty((B, Hs), G.dtype)
         for t in range(T - 1, -1, -1):
-            g_t = G[t]
-            i, f, g, o = g_t[:, :Hs], g_t[:, Hs : 2 * Hs], g_t[:, 2 * Hs : 3 * Hs], g_t[:, 3 * Hs :]
-            c_prev = C[t - 1] if t > 0 else cache.c0
-            tc = tanhC[t]
-            dh = dH[t] + dh_next
-            dc = dc_next + dh * o * (1.0 - tc * tc)  # through h_t = o ⊙ tanh(c_t)
+            np.add(dH[t], dh_next, out=dh)  # direct term + everything from later steps
+            np.multiply(dh, dh_dc[t], out=dc)  # through h_t = o ⊙ tanh(c_t) ...
+            dc += dc_next  # ... plus c_t's path into c_{t+1}
             dz = dZ[t]
-            np.multiply(dc * g, i * (1.0 - i), out=dz[:, :Hs])  # input gate, through σ
-            np.multiply(dc * c_prev, f * (1.0 - f), out=dz[:, Hs : 2 * Hs])  # forget gate
-            np.multiply(dc * i, 1.0 - g * g, out=dz[:, 2 * Hs : 3 * Hs])  # candidate, through tanh
-            np.multiply(dh * tc, o * (1.0 - o), out=dz[:, 3 * Hs :])  # output gate
-            dc_next = dc * f  # into c_{t-1}
-            dh_next = dz @ W  # into h_{t-1}
+            np.multiply(M[t, :, :3], dc[:, None, :], out=dz[:, :3])  # i, f, g gates, through c_t
+            np.multiply(M[t, :, 3], dh, out=dz[:, 3])  # o gate, through h_t
+            dc_next = dc * F[t]  # into c_{t-1}
+            dh_next = dz.reshape(B, 4 * Hs) @ W  # into h_{t-1}
         H_prev = np.concatenate((cache.h0[None], H[:-1]), axis=0).reshape(T * B, Hs)
+        dZ = dZ.reshape(T, B, 4 * Hs)
         dZ2 = dZ.reshape(T * B, 4 * Hs)
         dV, dx = project_backward(dZ, cache.x, V, need_dx and not is_tokens(cache.x))
         s = self.suffix
