@@ -155,8 +155,8 @@ def latency_bptt(model, n):
     x = np.zeros(1, np.intp)
     t0 = time.perf_counter()
     for _ in range(n):
-        p, states = model._step(x, states)
-        x[0] = next_token(p[0], rng)
+        z, states = model._step(x, states)
+        x[0] = next_token(z[0], rng)
     return (time.perf_counter() - t0) / n
 
 
@@ -176,8 +176,15 @@ def latency_torch(net, n):
 def main() -> int:
     a = ARGS
     cfg = TrainConfig(
-        cell=a.cell, hidden_size=a.hidden_size, batch_size=a.batch_size, seq_len=a.seq_len, lr=a.lr, clip=a.clip,
-        eval_tokens=a.eval_tokens, seed=a.seed, dtype="float32",
+        cell=a.cell,
+        hidden_size=a.hidden_size,
+        batch_size=a.batch_size,
+        seq_len=a.seq_len,
+        lr=a.lr,
+        clip=a.clip,
+        eval_tokens=a.eval_tokens,
+        seed=a.seed,
+        dtype="float32",
     )
     data = prepare_data(None, cfg)
     n_train = len(data.train) // cfg.batch_size
@@ -188,8 +195,10 @@ def main() -> int:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; threads {a.threads}")
     print(f"numpy {np.__version__}, torch {torch.__version__}, python {platform.python_version()}")
-    print(f"model: {a.cell} H={a.hidden_size}, vocabulary {len(data.vocab)}, one-hot input, float32; "
-          f"B={a.batch_size} T={a.seq_len} Adam lr={a.lr} clip={a.clip}; budget {a.budget:.0f}s each")
+    print(
+        f"model: {a.cell} H={a.hidden_size}, vocabulary {len(data.vocab)}, one-hot input, float32; "
+        f"B={a.batch_size} T={a.seq_len} Adam lr={a.lr} clip={a.clip}; budget {a.budget:.0f}s each"
+    )
 
     steps_b, tok_b, sec_b = train_bptt(model, streams, cfg, a.budget)
     val_b = evaluate_loss(model, val, cfg.batch_size, cfg.seq_len, None) / LN2
@@ -199,13 +208,17 @@ def main() -> int:
     print(f"{'':8} {'steps':>7} {'tokens/s':>10} {'val bpc':>8}")
     print(f"{'bptt':8} {steps_b:>7} {tok_b / sec_b:>10,.0f} {val_b:>8.3f}")
     print(f"{'pytorch':8} {steps_t:>7} {tok_t / sec_t:>10,.0f} {val_t:>8.3f}")
-    print(f"training throughput bptt / pytorch: {tok_b / sec_b / (tok_t / sec_t):.2f}x; "
-          f"validation bpc difference (bptt − pytorch): {val_b - val_t:+.3f}")
+    print(
+        f"training throughput bptt / pytorch: {tok_b / sec_b / (tok_t / sec_t):.2f}x; "
+        f"validation bpc difference (bptt − pytorch): {val_b - val_t:+.3f}"
+    )
 
     lat_b = min(latency_bptt(model, a.gen_tokens) for _ in range(3))
     lat_t = min(latency_torch(net, a.gen_tokens) for _ in range(3))
-    print(f"generation latency per token: bptt {lat_b * 1e6:.1f} µs, pytorch {lat_t * 1e6:.1f} µs, "
-          f"pytorch / bptt = {lat_t / lat_b:.2f}x")
+    print(
+        f"generation latency per token: bptt {lat_b * 1e6:.1f} µs, pytorch {lat_t * 1e6:.1f} µs, "
+        f"pytorch / bptt = {lat_t / lat_b:.2f}x"
+    )
     return 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bptt's main job: train a character-level LSTM on the default corpus (Python's own standard
+# bptt's main job: train a character-level GRU on the default corpus (Python's own standard
 # library, read from this interpreter) for a short run, then sample from the best checkpoint.
 # Extra arguments go to `bptt train` (e.g. --steps 3000 --hidden-size 512).
 source "$(dirname "$0")/env.sh"

@@ -16,6 +16,13 @@ from bptt.optim import Adam
 from bptt.sampling import next_token, sample_text
 from bptt.vocab import UNK, Vocabulary, tokenize_words
 
+
+def _logits(p):
+    """Log-probabilities as logits (-inf where p = 0)."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(p, dtype=np.float64))
+
+
 # -- vocabulary ----------------------------------------------------------------------------
 
 
@@ -295,7 +302,7 @@ def test_sampling_follows_the_model_distribution(lm):
     p = m.forward(vocab.encode("abc d")[:, None]).outputs[-1, 0]
     rng = np.random.default_rng(0)
     n = 3000
-    counts = Counter(next_token(p, rng) for _ in range(n))
+    counts = Counter(next_token(_logits(p), rng) for _ in range(n))
     for tok in range(len(vocab)):
         expected = n * p[tok]
         assert abs(counts[tok] - expected) <= 5 * math.sqrt(expected + 1), (tok, counts[tok], expected)
@@ -306,7 +313,7 @@ P = np.array([0.05, 0.4, 0.1, 0.3, 0.15])  # ranked: 1 (.4), 3 (.3), 4 (.15), 2 
 
 def _draws(n=3000, seed=0, **kw):
     rng = np.random.default_rng(seed)
-    return Counter(next_token(P, rng, **kw) for _ in range(n))
+    return Counter(next_token(_logits(P), rng, **kw) for _ in range(n))
 
 
 @pytest.mark.parametrize("k, allowed", [(1, {1}), (2, {1, 3}), (3, {1, 3, 4}), (5, {0, 1, 2, 3, 4})])
@@ -337,21 +344,21 @@ def test_temperature_is_applied_before_the_filters():
     p = np.array([0.6, 0.3, 0.1])
     # at T=1 the 0.65 nucleus is {0, 1}; at T=0.5, q ∝ p² = (.78, .20, .02) and it is {0}
     rng = np.random.default_rng(0)
-    assert {next_token(p, rng, top_p=0.65) for _ in range(400)} == {0, 1}
-    assert {next_token(p, rng, temperature=0.5, top_p=0.65) for _ in range(400)} == {0}
+    assert {next_token(_logits(p), rng, top_p=0.65) for _ in range(400)} == {0, 1}
+    assert {next_token(_logits(p), rng, temperature=0.5, top_p=0.65) for _ in range(400)} == {0}
     # a high temperature flattens: the rare token becomes common
-    hot = Counter(next_token(p, rng, temperature=50.0) for _ in range(3000))
+    hot = Counter(next_token(_logits(p), rng, temperature=50.0) for _ in range(3000))
     assert hot[2] > 800
-    cold = Counter(next_token(p, rng, temperature=0.01) for _ in range(300))
+    cold = Counter(next_token(_logits(p), rng, temperature=0.01) for _ in range(300))
     assert cold == {0: 300}
 
 
 def test_next_token_greedy_and_zero_probabilities():
     rng = np.random.default_rng(0)
     p = np.array([0.0, 0.7, 0.0, 0.3], dtype=np.float32)
-    assert next_token(p, rng, greedy=True) == 1
-    assert {next_token(p, rng) for _ in range(300)} == {1, 3}
-    assert {next_token(p, rng, top_k=3) for _ in range(300)} == {1, 3}
+    assert next_token(_logits(p), rng, greedy=True) == 1
+    assert {next_token(_logits(p), rng) for _ in range(300)} == {1, 3}
+    assert {next_token(_logits(p), rng, top_k=3) for _ in range(300)} == {1, 3}
 
 
 @pytest.mark.parametrize(

@@ -166,7 +166,7 @@ def run_cli(capsys, *argv):
 
 def test_cli_train_sample_info_resume(tmp_path, corpus, capsys):
     out_dir = tmp_path / "run"
-    args = ["train", corpus, "--out", out_dir, "--hidden-size", 16, "--seq-len", 8, "--batch-size", 4]
+    args = ["train", corpus, "--out", out_dir, "--cell", "lstm", "--hidden-size", 16, "--seq-len", 8, "--batch-size", 4]
     code, out, err = run_cli(capsys, *args, "--steps", 6, "--eval-every", 3, "--eval-tokens", 200)
     assert code == 0, err
     assert "validation bpc" in out

@@ -159,21 +159,24 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if stored != _digest(tensors, meta):
         raise CheckpointError(f"{path}: checksum mismatch: the file was corrupted or edited")
     try:
-        model = RNN.from_config(json.loads(meta["model"]))
         params = {k[len("params/") :]: v for k, v in tensors.items() if k.startswith("params/")}
-        if params.keys() != model.params.keys():
-            raise CheckpointError(f"{path}: parameters {sorted(params)} do not match the model {sorted(model.params)}")
-        for k in model.params:
-            if params[k].shape != model.params[k].shape or params[k].dtype != model.dtype:
-                raise CheckpointError(f"{path}: parameter {k} has the wrong shape or dtype")
-        model.params.update({k: params[k].copy() for k in model.params})
+        try:
+            model = RNN.from_config(json.loads(meta["model"]), params=params)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: parameters do not match the model description ({exc})") from None
         vocab = Vocabulary.from_json(json.loads(meta["vocab"])) if "vocab" in meta else None
         optim = None
         if "optim" in meta:
             arrays = {k[len("optim/") :]: v for k, v in tensors.items() if k.startswith("optim/")}
-            optim = (arrays, json.loads(meta["optim"]))
+            scalars = json.loads(meta["optim"])
+            if not isinstance(scalars, dict):
+                raise CheckpointError(f"{path}: malformed optimizer record")
+            optim = (arrays, scalars)
+        train = json.loads(meta["train"])
+        if not isinstance(train, dict):
+            raise CheckpointError(f"{path}: malformed training record")
         state = {k[len("state/") :]: v for k, v in tensors.items() if k.startswith("state/")}
-        return Checkpoint(model=model, vocab=vocab, train=json.loads(meta["train"]), optimizer=optim, state=state)
+        return Checkpoint(model=model, vocab=vocab, train=train, optimizer=optim, state=state)
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError) as exc:

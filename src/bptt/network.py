@@ -161,6 +161,7 @@ class RNN:
         embedding_size: int | None = None,
         dtype: str | np.dtype = "float64",
         seed: int | np.random.Generator | None = None,
+        _params: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         where = self._name
         self.input_size = _checks.positive_int(input_size, "input_size", where)
@@ -187,15 +188,20 @@ class RNN:
             reads_input=bool(output_reads_input),
             notation=notation,
         )
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self._shapes = {"E": (self.embedding_size, self.input_size)} if self.embedding_size else {}
+        self._shapes.update({n: s for part in (*self.layers, self.readout) for n, s in part.param_shapes().items()})
         self.params: dict[str, np.ndarray] = {}
+        if _params is not None:  # known weights (a checkpoint): check them before allocating anything
+            self.params = {k: np.asarray(v) for k, v in _params.items()}
+            self._check_params(where)
+            self.params = {k: self.params[k].copy() for k in self._shapes}
+            return
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         if self.embedding_size is not None:
             # Like torch.nn.Embedding: N(0, 1) entries; E is oriented (out, in) like every weight.
             self.params["E"] = rng.standard_normal((self.embedding_size, self.input_size)).astype(self.dtype)
         for part in (*self.layers, self.readout):
             self.params.update(part.init_params(rng, self.dtype))
-        self._shapes = {"E": (self.embedding_size, self.input_size)} if self.embedding_size else {}
-        self._shapes.update({n: s for part in (*self.layers, self.readout) for n, s in part.param_shapes().items()})
 
     # -- construction ------------------------------------------------------------
     @staticmethod
@@ -268,11 +274,20 @@ class RNN:
         }
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], seed: int | np.random.Generator | None = None) -> RNN:
-        """Rebuild a network (with fresh weights) from :meth:`config`."""
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        seed: int | np.random.Generator | None = None,
+        params: Mapping[str, np.ndarray] | None = None,
+    ) -> RNN:
+        """Rebuild a network from :meth:`config`, with fresh weights or with ``params``.
+
+        ``params`` must have exactly the network's names, shapes and dtype; they are
+        copied, and no random weights are drawn.
+        """
         cfg = dict(config)
         layers = [LayerSpec(**spec) for spec in cfg.pop("layers")]
-        return RNN(cfg.pop("input_size"), layers, cfg.pop("output_size"), seed=seed, **cfg)
+        return RNN(cfg.pop("input_size"), layers, cfg.pop("output_size"), seed=seed, _params=params, **cfg)
 
     def copy(self) -> RNN:
         """A deep copy: same architecture, parameters copied."""
@@ -539,16 +554,15 @@ class RNN:
         where = f"{self._name}.step"
         self._check_params(where)
         x_t = _checks.step_input(x_t, self.input_size, self.dtype, where)
-        p, states = self._step(x_t, self._state(state, x_t.shape[0], where))
-        return p, self._state_dict(states)
+        logits, states = self._step(x_t, self._state(state, x_t.shape[0], where))
+        return self.output.f(logits), self._state_dict(states)
 
     def _step(self, x_t: np.ndarray, states: tuple) -> tuple[np.ndarray, tuple]:
-        """:meth:`step` on validated input and per-layer state tuples (the generation hot path)."""
+        """Logits ``z2_t`` (B, O) and new per-layer states, on validated input (the generation hot path)."""
         inp = x_t if self.embedding_size is None else project(x_t[None], self.params["E"])[0]
         finals = []
         for layer, st in zip(self.layers, states, strict=True):
             st = layer.step(self.params, inp, st)
             finals.append(st)
             inp = st[0]
-        logits = self.readout.step(self.params, inp, x_t)
-        return self.output.f(logits), tuple(finals)
+        return self.readout.step(self.params, inp, x_t), tuple(finals)

@@ -23,6 +23,7 @@ adamw       adam, plus decoupled decay θ ← θ − lr·λ·θ
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 
@@ -32,7 +33,7 @@ __all__ = ["OPTIMIZERS", "SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSpro
 
 
 def _rate(value: object, name: str, where: str, *, allow_zero: bool = False, below_one: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{where}: {name} must be a finite number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero) or (below_one and value >= 1):
         bound = "in [0, 1)" if below_one else ("≥ 0" if allow_zero else "> 0")
@@ -71,7 +72,12 @@ class Optimizer(ABC):
 
     def current_lr(self) -> float:
         """The learning rate the next :meth:`step` will use."""
-        return float(self.schedule(self.steps)) if self.schedule is not None else float(self.lr)
+        if self.schedule is None:
+            return float(self.lr)
+        lr = self.schedule(self.steps)
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"{type(self).__name__}: schedule gave learning rate {lr!r} at step {self.steps}")
+        return float(lr)
 
     def step(self, grads: Mapping[str, np.ndarray]) -> None:
         """Update every parameter from its gradient (extra keys such as ``"h0"`` are ignored)."""

@@ -123,7 +123,13 @@ class Readout:
 
     def step(self, params, h: np.ndarray, x_t: np.ndarray) -> np.ndarray:
         """Logits for one step: ``h`` (B, H), ``x_t`` (B, D) or (B,) ids → (B, O)."""
-        return self.forward(params, h[None], x_t[None])[0]
+        U, U_x, b = self.weights(params)
+        z = h @ U.T
+        if U_x is not None:
+            z += U_x.T[x_t] if x_t.dtype.kind in "iu" else x_t @ U_x.T
+        if b is not None:
+            z += b
+        return z
 
     def backward(self, params, dZ, H, x, need_dx: bool):
         """Gradients from ``dZ = ∂J/∂z2`` (T, B, O).

@@ -1,13 +1,16 @@
 """Sampling text from a language model, one token at a time (streaming).
 
 The prime text runs through the network as one whole sequence to set the
-state; then each step turns the output distribution ``p_t`` into the next
-token, which is fed back as the next input (one-to-many generation)::
+state; then each step turns the output logits ``z_t`` (``p_t = softmax(z_t)``)
+into the next token, which is fed back as the next input (one-to-many generation)::
 
-    logits  = log p_t / temperature
-    top-k   keep the k most likely tokens
-    top-p   keep the smallest set whose probability reaches p (nucleus)
-    draw    k ~ softmax(kept logits)        (greedy: k = argmax p_t)
+    z       = z_t / temperature
+    top-k   keep the k largest logits
+    top-p   keep the smallest set of tokens whose probability reaches p (nucleus)
+    draw    k = argmax(z + g), g = −log e, e ~ Exp(1)   (Gumbel noise; greedy: k = argmax z_t)
+
+The Gumbel-max draw is an exact sample from ``softmax(z)`` that needs no
+normalisation or cumulative sum: one vector of noise and one ``argmax``.
 """
 
 from __future__ import annotations
@@ -40,31 +43,31 @@ def _check(n, temperature, top_k, top_p, vocab_size) -> None:
 
 
 def next_token(
-    p: np.ndarray,
+    logits: np.ndarray,
     rng: np.random.Generator,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
     greedy: bool = False,
 ) -> int:
-    """Choose the next token from one distribution ``p`` of shape (N,)."""
+    """Choose the next token from one row of logits ``z`` (N,), ``p = softmax(z)``.
+
+    Log-probabilities work as logits too (``-inf`` for impossible tokens).
+    """
     if greedy:
-        return int(np.argmax(p))
-    with np.errstate(divide="ignore"):
-        logits = np.log(p.astype(np.float64)) / temperature
-    if top_k is not None and top_k < logits.size:
-        kth = np.partition(logits, -top_k)[-top_k]
-        logits[logits < kth] = -np.inf
-    q = np.exp(logits - logits.max())
-    q /= q.sum()
+        return int(np.argmax(logits))
+    z = logits / temperature if temperature != 1.0 or top_k is not None or top_p is not None else logits
+    if top_k is not None and top_k < z.size:
+        kth = np.partition(z, -top_k)[-top_k]
+        z[z < kth] = -np.inf
     if top_p is not None and top_p < 1.0:
+        q = np.exp(z - z.max())
+        q /= q.sum()
         order = np.argsort(-q, kind="stable")
-        cum = np.cumsum(q[order])
-        keep = order[: int(np.searchsorted(cum, top_p)) + 1]  # smallest prefix reaching top_p
-        mask = np.zeros_like(q)
-        mask[keep] = q[keep]
-        q = mask / mask.sum()
-    return int(rng.choice(q.size, p=q))
+        cut = int(np.searchsorted(np.cumsum(q[order]), top_p)) + 1  # smallest prefix reaching top_p
+        z[order[cut:]] = -np.inf
+    # Gumbel noise g = -log(e), e ~ Exp(1): the exponential draw is cheaper than rng.gumbel.
+    return int(np.argmax(z - np.log(rng.standard_exponential(z.shape))))
 
 
 def sample_text(
@@ -79,7 +82,9 @@ def sample_text(
     greedy: bool = False,
     seed: int | np.random.Generator | None = None,
 ) -> Iterator[str]:
-    """Yield ``n`` tokens' text, one at a time, continuing ``prime``.
+    """An iterator over ``n`` tokens' text, generated one at a time, continuing ``prime``.
+
+    Arguments are checked when this is called, before any token is generated.
 
     Raises
     ------
@@ -103,14 +108,18 @@ def sample_text(
     if missing:
         warnings.warn(f"prime words not in the vocabulary are read as {UNK}: {missing[:10]}", stacklevel=2)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    ids = vocab.encode(prime, strict=False)
+    return _stream(model, vocab, vocab.encode(prime, strict=False), n, rng, temperature, top_k, top_p, greedy)
+
+
+def _stream(model, vocab, ids, n, rng, temperature, top_k, top_p, greedy) -> Iterator[str]:
+    """The generation loop of :func:`sample_text`, on checked arguments."""
     fwd = model.forward(ids[:, None].astype(np.intp))  # the whole prime in one pass: (T, 1)
-    p, states = fwd.outputs[-1, 0], model._state(fwd.state, 1, "sample_text")
+    z, states = fwd.logits[-1, 0], model._state(fwd.state, 1, "sample_text")
     x = np.empty(1, np.intp)
     for i in range(n):
-        tok = next_token(p, rng, temperature, top_k, top_p, greedy)
+        tok = next_token(z, rng, temperature, top_k, top_p, greedy)
         yield vocab.tokens[tok]
         if i + 1 < n:
             x[0] = tok
-            out, states = model._step(x, states)  # inputs are valid by construction
-            p = out[0]
+            logits, states = model._step(x, states)  # inputs are valid by construction
+            z = logits[0]

@@ -14,6 +14,7 @@ where ``s = step − warmup``.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 __all__ = ["SCHEDULES", "Schedule"]
@@ -57,7 +58,7 @@ class Schedule:
             raise ValueError(f"{where}: kind must be one of {list(SCHEDULES)}, got {self.kind!r}")
         for name in ("lr", "min_lr", "gamma"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{where}: {name} must be a finite number ≥ 0, got {v!r}")
         if self.lr <= 0:
             raise ValueError(f"{where}: lr must be > 0, got {self.lr!r}")

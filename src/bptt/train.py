@@ -79,7 +79,7 @@ class TrainConfig:
         0: off), ``checkpoint_every`` (0: at evaluations), ``seed``.
     """
 
-    cell: str = "lstm"
+    cell: str = "gru"
     hidden_size: int = 256
     num_layers: int = 1
     activation: str = "tanh"

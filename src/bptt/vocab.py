@@ -57,7 +57,11 @@ class Vocabulary:
 
     @classmethod
     def build(cls, texts: Iterable[str], level: str = "char", max_size: int | None = None) -> Vocabulary:
-        """Vocabulary of ``texts``: every character, or the ``max_size`` most frequent words plus ``<unk>``."""
+        """Vocabulary of ``texts``: every character, or ``<unk>`` plus the ``max_size − 1`` most frequent words."""
+        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 2):
+            raise ValueError(
+                f"Vocabulary.build: max_size must be an integer ≥ 2 (<unk> and one word), got {max_size!r}"
+            )
         if level == "char":
             chars: set[str] = set()
             for text in texts:
@@ -69,7 +73,7 @@ class Vocabulary:
         for text in texts:
             counts.update(tokenize_words(text))
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))  # frequent first, ties by text
-        keep = [t for t, _ in (ranked if max_size is None else ranked[: max(max_size - 1, 1)])]
+        keep = [t for t, _ in (ranked if max_size is None else ranked[: max_size - 1])]
         return cls((UNK, *sorted(t for t in keep if t != UNK)), "word")
 
     def __len__(self) -> int:

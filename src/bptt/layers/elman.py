@@ -33,6 +33,7 @@ the backward loop; only ``Wᵀ da_t`` stays inside it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class ElmanLayer(Layer):
     kind: str = "elman"
 
     # -- names -----------------------------------------------------------------
-    @property
+    @cached_property
     def names(self) -> tuple[str, str, str]:
         """Full (input, recurrent, bias) parameter names, with the layer suffix."""
         return tuple(n + self.suffix for n in ELMAN_NOTATIONS[self.notation])  # type: ignore[return-value]

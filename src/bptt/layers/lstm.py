@@ -116,17 +116,31 @@ class LSTMLayer(Layer):
         if b is not None:
             G += b
         T, B, _ = G.shape
+        # σ(z) = (1 + tanh(z/2)) / 2: halve the sigmoid gates' pre-activations once (inputs for every
+        # step, and a scaled copy of W), so one tanh over all 4H columns serves every gate and
+        # ``gate = a·tanh + c`` turns the σ blocks back (a = c = ½ for i, f, o; a = 1, c = 0 for g).
+        half = np.full((4, Hs), 0.5, G.dtype)
+        half[2] = 1.0
+        G4 = G.reshape(T, B, 4, Hs)
+        G4 *= half
+        WT = (W.reshape(4, Hs, Hs) * half[:, :, None]).reshape(4 * Hs, Hs).T
+        shift = (1.0 - half).reshape(4 * Hs)
+        shift[2 * Hs : 3 * Hs] = 0.0
+        scale = half.reshape(4 * Hs)
         C = np.empty((T, B, Hs), G.dtype)
         tanhC = np.empty_like(C)
         H = np.empty_like(C)
-        WT = W.T
+        rec = np.empty((B, 4 * Hs), G.dtype)
+        ig = np.empty((B, Hs), G.dtype)
         for t in range(T):
             z = G[t]
-            z += h @ WT
-            _gates(z, Hs)
+            z += np.matmul(h, WT, out=rec)  # the recurrent term, the only product in the loop
+            np.tanh(z, out=z)
+            z *= scale
+            z += shift  # [i, f, g, o] gate activations
             i, f, g, o = z[:, :Hs], z[:, Hs : 2 * Hs], z[:, 2 * Hs : 3 * Hs], z[:, 3 * Hs :]
             c = np.multiply(f, c, out=C[t])
-            c += i * g
+            c += np.multiply(i, g, out=ig)
             np.tanh(c, out=tanhC[t])
             h = np.multiply(o, tanhC[t], out=H[t])
         cache = LSTMCache(x=x, h0=state0[0], c0=state0[1], G=G, C=C, tanhC=tanhC, H=H)
