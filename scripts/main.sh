@@ -4,6 +4,6 @@
 # Extra arguments go to `bptt train` (e.g. --steps 3000 --hidden-size 512).
 source "$(dirname "$0")/env.sh"
 out="${BPTT_OUT:-runs/demo}"
-bptt train --out "$out" --steps 600 --eval-every 100 "$@"
+bptt train --out "$out" --overwrite --steps 1000 --eval-every 200 "$@"
 echo "--- sample (bptt sample $out/best.safetensors --prime 'def ' -n 400 --temperature 0.8) ---"
 bptt sample "$out/best.safetensors" --prime "def " -n 400 --temperature 0.8 --seed 1

@@ -208,6 +208,7 @@ def test_cli_train_sample_info_resume(tmp_path, corpus, capsys):
         (["sample", "{ckpt}", "--top-k", "100000"], r"top_k must be an integer in \[1, \d+\]"),
         (["sample", "{ckpt}", "--prime", "日本"], r"prime has 2 chars outside the model's vocabulary: '日', '本'"),
         (["train", "{corpus}", "--out", "{readonly}/sub"], r"not writable|Permission denied|Read-only"),
+        (["train", "{corpus}", "--out", "{ckpt_dir}"], r"already holds a run \(latest.safetensors, best.safetensors\)"),
     ],
 )
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, corpus, capsys, argv, pattern, trained):
@@ -224,6 +225,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, corpus, capsys, argv
         short=tmp_path / "short.txt",
         corpus=corpus,
         ckpt=trained,
+        ckpt_dir=trained.parent,
         readonly=readonly,
     )
     argv = [a.format(**names) for a in argv]

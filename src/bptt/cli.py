@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("paths", nargs="*", metavar="FILE_OR_DIR", help="UTF-8 text files or folders (default: stdlib)")
     t.add_argument("--out", default=None, help="output folder for checkpoints and metrics (default: runs/default)")
     t.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT (its settings are kept)")
+    t.add_argument("--overwrite", action="store_true", help="start afresh in an --out folder that holds a run")
     g = t.add_argument_group("model")
     g.add_argument("--cell", choices=["elman", "lstm", "gru"], default=d.cell)
     g.add_argument("--hidden-size", type=int, default=d.hidden_size)
@@ -153,8 +154,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.steps is None:
             args.steps = TrainConfig.steps
         config = _config(args)
-        data = prepare_data(args.paths, config)
         out = Path(args.out or "runs/default")
+        existing = [p.name for p in (out / "latest.safetensors", out / "best.safetensors") if p.exists()]
+        if existing and not args.overwrite:
+            raise UsageError(
+                f"{out} already holds a run ({', '.join(existing)}): resume it with --resume "
+                f"{out / existing[0]}, choose another --out, or pass --overwrite"
+            )
+        data = prepare_data(args.paths, config)
         trainer = Trainer(config, data, out)
     _check_writable(out)
     source = f"{len(data.files)} files" if args.paths else f"the Python standard library ({len(data.files)} files)"
