@@ -246,3 +246,55 @@ def test_generate_feeds_outputs_back():
     tok = bptt.Elman(5, 4, 5, seed=0)
     g = bptt.generate(tok, np.array([1, 2]), 4, feedback="sample", seed=0)
     np.testing.assert_array_equal(g.inputs[1:], g.choices[:-1])
+
+
+def test_caches_do_not_alias_the_callers_arrays():
+    """Changing x or h0 after forward() must not change what backward() computes."""
+    m = bptt.LSTM(D, H, O, seed=0)
+    rng = np.random.default_rng(20)
+    x, h0, c0 = rng.standard_normal((T, B, D)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    dZ = rng.standard_normal((T, B, O))
+    fwd = m.forward(x, (h0, c0))
+    before = m.backward(fwd, dZ)
+    x[...] = 0.0
+    h0[...] = 0.0
+    c0[...] = 0.0
+    after = m.backward(fwd, dZ)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_non_contiguous_inputs_and_parameters_give_the_same_gradients():
+    m = bptt.GRU(D, H, O, seed=0)
+    rng = np.random.default_rng(21)
+    x = np.ascontiguousarray(rng.standard_normal((B, T, D)).transpose(1, 0, 2))
+    y = rng.integers(0, O, (T, B))
+    ref = m.loss_and_grad(x, y)
+    m.params["W"] = np.asfortranarray(m.params["W"])
+    r = m.loss_and_grad(x.transpose(1, 0, 2).copy().transpose(1, 0, 2), y)
+    assert all(np.allclose(ref.grads[k], r.grads[k], rtol=1e-13, atol=1e-15) for k in ref.grads)
+    assert bptt.gradcheck(m, x.transpose(1, 0, 2).copy().transpose(1, 0, 2), y).ok
+
+
+def test_single_state_h0_accepts_nested_lists_and_lists_of_numbers_take_the_model_dtype():
+    m = bptt.Elman(D, H, O, dtype="float32", seed=0)
+    x = np.random.default_rng(22).standard_normal((T, 1, D)).tolist()
+    y = np.zeros((T, 1), int)
+    r_list = m.loss_and_grad(x, y, np.full((1, H), 0.1).tolist())
+    r_arr = m.loss_and_grad(np.asarray(x, np.float32), y, np.full((1, H), 0.1, np.float32))
+    assert r_list.loss == r_arr.loss
+
+
+def test_backward_with_a_final_state_gradient_matches_loss_through_the_next_window():
+    """d_state lets a gradient arrive from beyond the window (what TBPTT with k2 > k1 relies on)."""
+    m = bptt.Elman(D, H, O, seed=0)
+    rng = np.random.default_rng(23)
+    x, y = rng.standard_normal((8, B, D)), rng.integers(0, O, (8, B))
+    whole = m.loss_and_grad(x, y)
+    first = m.forward(x[:5])
+    second = m.loss_and_grad(x[5:], y[5:], first.state)
+    d_first = first.outputs.copy()
+    np.put_along_axis(d_first, y[:5, :, None], np.take_along_axis(d_first, y[:5, :, None], -1) - 1.0, -1)
+    g = m.backward(first, d_first / B, d_state={"h0": second.grads["h0"]})
+    for k in m.params:
+        np.testing.assert_allclose(g[k] + second.grads[k], whole.grads[k], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(g["h0"], whole.grads["h0"], rtol=1e-12, atol=1e-14)

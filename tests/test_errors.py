@@ -148,9 +148,7 @@ def test_bad_loss_weights(m, data):
 
 def test_replaced_parameter_with_wrong_shape_is_reported(m, data):
     m.params["W"] = np.zeros((H, H + 1))
-    with pytest.raises(
-        ValueError, match=r"params\['W'\] must be a float64 array of shape \(4, 4\), got float64 \(4, 5\)"
-    ):
+    with pytest.raises(ValueError, match=r"params\['W'\] must be an array of shape \(4, 4\), got shape \(4, 5\)"):
         m.loss_and_grad(*data)
     m.params["W"] = np.zeros((H, H))
     del m.params["b_h"]
@@ -200,3 +198,74 @@ def test_backward_checks_its_upstream_gradient(m, data):
     fwd = m.forward(data[0])
     with pytest.raises(ValueError, match=r"backward: d_logits must have shape \(6, 2, 5\), got \(6, 2\)"):
         m.backward(fwd, np.zeros((T, B)))
+
+
+def test_non_finite_parameters_are_named(data):
+    m = bptt.Elman(D, H, O, seed=0)
+    m.params["W"][1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"loss_and_grad: params\['W'\] must be finite, found nan at index \(1, 2\)"):
+        m.loss_and_grad(*data)
+    with pytest.raises(ValueError, match=r"generate: params\['W'\] must be finite"):
+        bptt.generate(_nan_model(), np.eye(3)[:1], 2)
+
+
+def _nan_model():
+    m = bptt.Elman(3, 4, 3, seed=0)
+    m.params["W"][0, 0] = np.inf
+    return m
+
+
+def test_wrong_parameter_dtype_is_a_type_error(m, data):
+    m.params["W"] = m.params["W"].astype(np.float32)
+    with pytest.raises(TypeError, match=r"params\['W'\] must have dtype float64, got float32"):
+        m.loss_and_grad(*data)
+
+
+def test_backward_checks_fwd_and_d_state(m, data):
+    fwd = m.forward(data[0])
+    dZ = np.zeros((T, B, O))
+    with pytest.raises(TypeError, match=r"backward: fwd must be the Forward"):
+        m.backward("not a pass", dZ)
+    with pytest.raises(ValueError, match=r"backward: d_state: h0 must have shape \(2, 4\), got \(4,\)"):
+        m.backward(fwd, dZ, d_state={"h0": np.zeros(H)})
+    with pytest.raises(ValueError, match=r"d_state: h0 has unknown state names \['c0'\]"):
+        m.backward(fwd, dZ, d_state={"c0": np.zeros((B, H))})
+    with pytest.raises(TypeError, match=r"d_state must be a dict keyed like fwd.state \['h0'\]"):
+        m.backward(fwd, dZ, d_state=np.zeros((B, H)))
+
+
+@pytest.mark.parametrize("seed", ["x", -1, 1.5, True])
+def test_bad_seeds_are_named(seed):
+    with pytest.raises(
+        ValueError, match=r"Elman: seed must be a non-negative integer, None or a numpy.random.Generator"
+    ):
+        bptt.Elman(D, H, O, seed=seed)
+
+
+def test_negative_loss_weights_are_refused(m, data):
+    w = np.ones((T, B))
+    w[3, 1] = -0.5
+    with pytest.raises(ValueError, match=r"loss_weights must be ≥ 0, found -0.5 at index \(3, 1\)"):
+        m.loss_and_grad(*data, loss_weights=w)
+
+
+def test_generate_names_x1():
+    with pytest.raises(ValueError, match=r"generate: x1 must be float of shape \(B, 3\) or token ids of shape \(B,\)"):
+        bptt.generate(bptt.Elman(3, 4, 3, seed=0), 2, 3)
+
+
+def test_layer_spec_activation_is_for_elman_only():
+    with pytest.raises(ValueError, match=r"layers\[0\].activation applies to elman layers only; lstm gates"):
+        bptt.RNN(D, [bptt.LayerSpec("lstm", 4, "relu")], O)
+
+
+def test_state_at_and_from_config_errors(m, data):
+    fwd = m.forward(data[0])
+    with pytest.raises(ValueError, match=r"state_at: t must be an integer in \[0, 6\), got -1"):
+        m.state_at(fwd, -1)
+    cfg = m.config()
+    del cfg["layers"]
+    with pytest.raises(ValueError, match=r"from_config: config is missing 'layers'"):
+        bptt.RNN.from_config(cfg)
+    with pytest.raises(ValueError, match=r"dtype must be 'float32' or 'float64', got None"):
+        bptt.Elman(D, H, O, dtype=None)

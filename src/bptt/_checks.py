@@ -27,7 +27,7 @@ def positive_int(value: object, name: str, where: str) -> int:
 def float_dtype(value: object, where: str) -> np.dtype:
     """``value`` as ``float32`` or ``float64``."""
     try:
-        dtype = np.dtype(value)  # type: ignore[arg-type]
+        dtype = None if value is None else np.dtype(value)  # type: ignore[arg-type]
     except TypeError:
         dtype = None
     if dtype is None or dtype.name not in FLOAT_DTYPES:
@@ -35,14 +35,20 @@ def float_dtype(value: object, where: str) -> np.dtype:
     return dtype
 
 
-def as_array(value: object, name: str, where: str) -> np.ndarray:
-    """``np.asarray(value)`` refusing objects, strings and ragged input."""
+def as_array(value: object, name: str, where: str, float_dtype: np.dtype | None = None) -> np.ndarray:
+    """``np.asarray(value)`` refusing objects, strings and ragged input.
+
+    Python lists and numbers have no dtype of their own: floats among them take
+    ``float_dtype`` (the model's) when given.
+    """
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError) as exc:
         raise TypeError(f"{where}: {name} must be an array of numbers, got {type(value).__name__} ({exc})") from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{where}: {name} must be an array of numbers, got dtype {arr.dtype}")
+    if float_dtype is not None and arr.dtype.kind == "f" and not isinstance(value, np.ndarray):
+        arr = arr.astype(float_dtype)
     return arr
 
 
@@ -58,9 +64,10 @@ def float_array(arr: np.ndarray, name: str, dtype: np.dtype, where: str) -> np.n
     if arr.dtype.kind != "f":
         raise TypeError(f"{where}: {name} must have dtype {dtype}, got {arr.dtype}")
     if arr.dtype != dtype:
+        hint = f" or build the model with dtype='{arr.dtype}'" if arr.dtype.name in FLOAT_DTYPES else ""
         raise TypeError(
             f"{where}: {name} must have dtype {dtype} like the model, got {arr.dtype} "
-            f"(convert with .astype('{dtype}') or build the model with dtype='{arr.dtype}')"
+            f"(convert with .astype('{dtype}'){hint})"
         )
     finite(arr, name, where)
     return arr
@@ -79,7 +86,7 @@ def token_ids(arr: np.ndarray, name: str, n: int, where: str) -> np.ndarray:
 
 def sequence_input(x: object, input_size: int, dtype: np.dtype, where: str, name: str = "x") -> np.ndarray:
     """Validate a network input: float ``(T, B, D)`` or integer token ids ``(T, B)``."""
-    arr = as_array(x, name, where)
+    arr = as_array(x, name, where, dtype)
     D = input_size
     if arr.dtype.kind == "b":
         raise TypeError(f"{where}: {name} must be float (T, B, {D}) or integer token ids (T, B), got dtype bool")
@@ -102,16 +109,17 @@ def _nonempty(shape: tuple[int, ...], name: str, where: str) -> None:
         raise ValueError(f"{where}: {name} needs at least one step and one sequence, got shape {shape}")
 
 
-def step_input(x_t: object, input_size: int, dtype: np.dtype, where: str) -> np.ndarray:
+def step_input(x_t: object, input_size: int, dtype: np.dtype, where: str, name: str = "x_t") -> np.ndarray:
     """Validate one step's input: float ``(B, D)`` or integer ids ``(B,)``."""
-    arr = as_array(x_t, "x_t", where)
+    arr = as_array(x_t, name, where, dtype)
     D = input_size
     if arr.dtype.kind in "iu" and arr.ndim == 1 and arr.shape[0] >= 1:
-        return token_ids(arr, "x_t", D, where)
+        return token_ids(arr, name, D, where)
     if arr.dtype.kind == "f" and arr.ndim == 2 and arr.shape[1] == D and arr.shape[0] >= 1:
-        return float_array(arr, "x_t", dtype, where)
+        return float_array(arr, name, dtype, where)
     raise ValueError(
-        f"{where}: x_t must be float of shape (B, {D}) or token ids of shape (B,), got {arr.dtype} of shape {arr.shape}"
+        f"{where}: {name} must be float of shape (B, {D}) or token ids of shape (B,), "
+        f"got {arr.dtype} of shape {arr.shape}"
     )
 
 
@@ -144,6 +152,22 @@ def loss_weights(w: object, T: int, B: int, dtype: np.dtype, where: str) -> np.n
     arr = as_array(w, "loss_weights", where)
     if arr.shape != (T, B):
         raise ValueError(f"{where}: loss_weights must have shape ({T}, {B}), got {arr.shape}")
-    arr = arr.astype(dtype, copy=False)
     finite(arr, "loss_weights", where)
-    return arr
+    if (arr < 0).any():
+        bad = tuple(int(i) for i in np.argwhere(arr < 0)[0])
+        raise ValueError(f"{where}: loss_weights must be ≥ 0, found {arr[bad]} at index {bad}")
+    return arr.astype(dtype, copy=False)
+
+
+def generator(seed: object, where: str) -> np.random.Generator:
+    """A ``numpy.random.Generator`` from a seed (int ≥ 0, sequence of them, ``None``) or a Generator."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    try:
+        if isinstance(seed, (bool, float)):
+            raise TypeError
+        return np.random.default_rng(seed)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{where}: seed must be a non-negative integer, None or a numpy.random.Generator, got {seed!r}"
+        ) from None

@@ -79,21 +79,18 @@ class Activation:
         ``f(z, out=None) -> a``, elementwise.
     df : callable
         ``df(a) -> f'(z)`` where ``a = f(z)``; same shape as ``a``.
-    linear : bool
-        True for the identity (its Jacobian does not depend on the state).
     """
 
     name: str
     f: Callable[..., np.ndarray]
     df: Callable[[np.ndarray], np.ndarray]
-    linear: bool = False
 
 
 HIDDEN_ACTIVATIONS: dict[str, Activation] = {
     "tanh": Activation("tanh", _tanh, _dtanh),
     "sigmoid": Activation("sigmoid", sigmoid, _dsigmoid),
     "relu": Activation("relu", _relu, _drelu),
-    "identity": Activation("identity", _identity, _didentity, linear=True),
+    "identity": Activation("identity", _identity, _didentity),
 }
 
 

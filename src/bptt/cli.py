@@ -241,7 +241,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     for k, spec in enumerate(cfg["layers"]):
         lines.append(f"  layer {k} ({spec['kind']}, H = {spec['hidden_size']}):")
         lines.extend(f"    {eq}" for eq in EQUATIONS[spec["kind"]])
-    lines.append(f"  ŷ_t = {cfg['output']}(U h_t + b_y)")
+    lines.append(f"  ŷ_t = {cfg['output']}(U h_t + b_y)   loss: {m.output.loss_name}")
     lines.append("parameters")
     lines.append(f"  {'name':<10} {'shape':<16} {'count':>12}")
     for name, shape in m.param_shapes.items():

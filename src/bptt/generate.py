@@ -16,6 +16,7 @@ reads token ids, ``x_{t+1}`` is the id ``k`` itself.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,13 +93,18 @@ def generate(
     steps = _checks.positive_int(steps, "steps", where)
     if feedback not in FEEDBACK_MODES:
         raise ValueError(f"{where}: feedback must be one of {list(FEEDBACK_MODES)}, got {feedback!r}")
-    if not isinstance(temperature, (int, float)) or not np.isfinite(temperature) or temperature <= 0:
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, numbers.Real)
+        or not np.isfinite(temperature)
+        or temperature <= 0
+    ):
         raise ValueError(f"{where}: temperature must be a positive finite number, got {temperature!r}")
     D, O = model.input_size, model.output_size
-    x = _checks.as_array(x1, "x1", where)
+    x = _checks.as_array(x1, "x1", where, model.dtype)
     if x.dtype.kind == "f" and x.ndim == 1:
         x = x[None]
-    x = _checks.step_input(x, D, model.dtype, where)
+    x = _checks.step_input(x, D, model.dtype, where, name="x1")
     tokens = x.dtype.kind in "iu"
     E = None
     if embedding is not None:
@@ -120,17 +126,18 @@ def generate(
         raise ValueError(
             f"{where}: feedback='sample' draws from p_t, so output must be 'softmax', got {model.output.name!r}"
         )
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = _checks.generator(seed, where)
 
     B = x.shape[0]
+    model._check_params(where)
+    state = model._state(h0, B, where)
     inputs = np.empty((steps, B) if tokens else (steps, B, D), x.dtype)
     outputs = np.empty((steps, B, O), model.dtype)
     choices = None if feedback == "probs" else np.empty((steps, B), np.intp)
-    state = h0
     for t in range(steps):
         inputs[t] = x
-        p, state = model.step(x, state)
-        outputs[t] = p
+        logits, state = model._step(x, state)  # checked once above; every later x is built here
+        p = outputs[t] = model.output.f(logits)
         if feedback == "probs":
             x = p if E is None else p @ E
             continue
@@ -146,7 +153,7 @@ def generate(
         else:
             x = np.zeros((B, D), model.dtype)
             x[np.arange(B), k] = 1.0
-    return Generation(inputs=inputs, outputs=outputs, choices=choices, state=state)
+    return Generation(inputs=inputs, outputs=outputs, choices=choices, state=model._state_dict(state))
 
 
 def _draw(p: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:

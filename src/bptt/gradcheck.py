@@ -18,12 +18,14 @@ directional check over the whole tensor with a random unit direction ``v``::
 
 The relative error of a tensor is ``max_i |a_i − n_i| / max(max_i |a_i|, max_i |n_i|, atol)``:
 elementwise differences measured against the tensor's own scale, so that tiny
-entries do not turn rounding into large ratios. The check runs in float64 (a
+entries do not turn rounding into large ratios (``atol`` defaults to
+``1e-4·max(1, |J|)``, above the rounding noise of central differences). The check runs in float64 (a
 float32 model is copied to float64 first).
 """
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,7 +116,7 @@ def gradcheck(
     loss_weights: object = None,
     eps: float = 1e-5,
     rtol: float = 1e-6,
-    atol: float = 1e-10,
+    atol: float | None = None,
     max_elements: int | None = 64,
     wrt: tuple[str, ...] | None = None,
     seed: int | np.random.Generator | None = 0,
@@ -131,8 +133,11 @@ def gradcheck(
         Finite-difference step.
     rtol : float
         Largest relative error that counts as agreement.
-    atol : float
-        Floor of the error's denominator (gradients smaller than this count as zero).
+    atol : float, optional
+        Floor of the error's denominator. Central differences carry rounding noise of
+        about ``1e-16·|J| / eps``, so the default ``1e-4·max(1, |J|)`` compares tensors
+        whose gradients are all tinier than that at an absolute precision of
+        ``rtol·atol`` instead of relative to their own size.
     max_elements : int or None
         Elements compared one by one per tensor (a random sample when the tensor is
         larger); ``None`` compares all of them.
@@ -148,20 +153,26 @@ def gradcheck(
     where = "gradcheck"
     if not isinstance(model, RNN):
         raise TypeError(f"{where}: model must be a bptt network (Elman, LSTM, GRU or RNN), got {type(model).__name__}")
-    for name, value in (("eps", eps), ("rtol", rtol), ("atol", atol)):
-        if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+    for name, value in (("eps", eps), ("rtol", rtol), ("atol", 1.0 if atol is None else atol)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
             raise ValueError(f"{where}: {name} must be a positive finite number, got {value!r}")
+    if isinstance(wrt, str):
+        wrt = (wrt,)
+    if wrt is not None and len(wrt) == 0:
+        raise ValueError(f"{where}: wrt must name at least one tensor (or be None for all)")
     if max_elements is not None:
         _checks.positive_int(max_elements, "max_elements", where)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = _checks.generator(seed, where)
 
     m = model.astype("float64")
     x64 = _to64(x)
     y64 = _to64(y)
     x64 = _checks.sequence_input(x64, m.input_size, m.dtype, where)
-    # Private copies of the initial state: the check perturbs them in place.
-    state = {k: v.copy() for k, v in m._state_dict(m._state(_state64(h0), x64.shape[1], where)).items()}
+    # _state returns private C-ordered copies: the check perturbs them in place.
+    state = m._state_dict(m._state(_state64(h0), x64.shape[1], where))
     result = m.loss_and_grad(x64, y64, state, loss_weights=loss_weights)
+    if atol is None:
+        atol = 1e-4 * max(1.0, abs(result.loss))
     inputs = {"x": x64} if x64.dtype.kind == "f" else {}
     tensors = {**m.params, **state, **inputs}
     names = tuple(tensors) if wrt is None else tuple(wrt)
@@ -225,7 +236,7 @@ def gradcheck(
 def _to64(a: object) -> object:
     arr = np.asarray(a) if isinstance(a, (np.ndarray, list, tuple)) else a
     if isinstance(arr, np.ndarray) and arr.dtype.kind == "f":
-        return arr.astype(np.float64)  # always a copy: the check perturbs it in place
+        return np.array(arr, dtype=np.float64, order="C")  # a C-ordered copy: the check perturbs it in place
     return arr
 
 

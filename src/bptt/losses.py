@@ -10,7 +10,7 @@ is always the same simple expression::
 output     p = f_y(z)                   Loss_t(y_t, p_t)
 =========  ===========================  ==========================================
 softmax    exp(z) / Σ exp(z)            -log p_t[y_t]           (y_t: class id)
-sigmoid    1 / (1 + exp(-z))            -Σ_o y log p + (1-y) log(1-p)
+sigmoid    1 / (1 + exp(-z))            -Σ_o [y log p + (1-y) log(1-p)]
 identity   z                            ½ ‖p_t - y_t‖²
 =========  ===========================  ==========================================
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from .activations import sigmoid
 
-__all__ = ["OUTPUTS", "Output", "get_output", "log_softmax", "softmax"]
+__all__ = ["OUTPUTS", "Output", "get_output", "softmax"]
 
 
 def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -38,12 +38,6 @@ def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
     np.exp(e, out=e)
     e /= e.sum(axis=axis, keepdims=True)
     return e
-
-
-def log_softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``log softmax(z)`` computed as ``z - logsumexp(z)``."""
-    shifted = z - z.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 def _identity(z: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _checks
 from .network import RNN, LayerSpec
 
 __all__ = ["GRU", "LSTM", "Elman"]
@@ -54,9 +55,11 @@ class Elman(RNN):
     output : str
         ``f_y``: ``"softmax"``, ``"sigmoid"`` or ``"identity"`` (with their losses).
     bias : bool
+        Whether the layers and the output have biases (``b_h``, ``b_y``).
     notation : str
         ``"lecture"``, ``"mit"`` or ``"concat"``.
     output_reads_input : bool
+        Whether ``x_t`` also feeds the output: ``ŷ_t = f_y(U h_t + U_x x_t + b_y)`` (RNN-B).
     num_layers : int
         Stack this many Elman layers of size H.
     embedding_size : int or None
@@ -105,15 +108,11 @@ class Elman(RNN):
         )
 
 
-class LSTM(RNN):
-    """LSTM network: LSTM layers (gates ``i, f, g, o``, see :mod:`bptt.layers.lstm`) and ``ŷ_t = f_y(U h_t + b_y)``.
+class _Gated(RNN):
+    """A network of gated layers of one kind (LSTM or GRU); parameters as :class:`Elman`
+    without ``activation`` and ``notation``."""
 
-    Parameters as :class:`Elman`, without ``activation`` and ``notation``.
-    The initial state has two parts, ``h0`` and ``c0``.
-    """
-
-    _name = "LSTM"
-    _kind = "lstm"
+    _kind = ""
 
     def __init__(
         self,
@@ -143,10 +142,43 @@ class LSTM(RNN):
         )
 
 
-class GRU(LSTM):
-    """GRU network: GRU layers (gates ``r, z, n``, see :mod:`bptt.layers.gru`) and ``ŷ_t = f_y(U h_t + b_y)``.
+class LSTM(_Gated):
+    """LSTM network: ``ŷ_t = f_y(U h_t + b_y)`` on LSTM layers (equations in :mod:`bptt.layers.lstm`).
 
-    Parameters as :class:`LSTM`.
+    ======  =========  ===================================================
+    symbol  shape      meaning
+    ======  =========  ===================================================
+    V       (4H, D)    input → gates [i; f; g; o]
+    W       (4H, H)    hidden → gates
+    b       (4H,)      gate bias (forget block initialised to 1)
+    U       (O, H)     hidden → output
+    b_y     (O,)       output bias
+    h0, c0  (B, H)     initial hidden and cell state
+    ======  =========  ===================================================
+
+    Parameters as :class:`Elman`, without ``activation`` and ``notation``.
+    """
+
+    _name = "LSTM"
+    _kind = "lstm"
+
+
+class GRU(_Gated):
+    """GRU network: ``ŷ_t = f_y(U h_t + b_y)`` on GRU layers (equations in :mod:`bptt.layers.gru`).
+
+    ======  =========  ===================================================
+    symbol  shape      meaning
+    ======  =========  ===================================================
+    V       (3H, D)    input → gates [r; z; n]
+    W       (3H, H)    hidden → gates
+    b       (3H,)      input-side gate bias
+    b_hn    (H,)       bias of W_n h inside the reset product
+    U       (O, H)     hidden → output
+    b_y     (O,)       output bias
+    h0      (B, H)     initial state
+    ======  =========  ===================================================
+
+    Parameters as :class:`Elman`, without ``activation`` and ``notation``.
     """
 
     _name = "GRU"
@@ -154,8 +186,6 @@ class GRU(LSTM):
 
 
 def _stack(kind: str, hidden_size: int, num_layers: int, where: str, activation: str = "tanh") -> list[LayerSpec]:
-    from . import _checks
-
     hidden_size = _checks.positive_int(hidden_size, "hidden_size", where)
     num_layers = _checks.positive_int(num_layers, "num_layers", where)
     return [LayerSpec(kind, hidden_size, activation) for _ in range(num_layers)]

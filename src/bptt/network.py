@@ -114,6 +114,10 @@ class LossAndGrad:
     forward: Forward
 
 
+def _is_array(value: object) -> bool:
+    return isinstance(value, np.ndarray) and value.ndim >= 1
+
+
 class RNN:
     """A stack of recurrent layers with an output layer, trained by exact BPTT.
 
@@ -196,7 +200,7 @@ class RNN:
             self._check_params(where)
             self.params = {k: self.params[k].copy() for k in self._shapes}
             return
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        rng = _checks.generator(seed, where)
         if self.embedding_size is not None:
             # Like torch.nn.Embedding: N(0, 1) entries; E is oriented (out, in) like every weight.
             self.params["E"] = rng.standard_normal((self.embedding_size, self.input_size)).astype(self.dtype)
@@ -219,6 +223,11 @@ class RNN:
             _checks.positive_int(spec.hidden_size, f"layers[{k}].hidden_size", where)
             if spec.kind == "elman":
                 get_activation(spec.activation, f"{where}: layers[{k}]")
+            elif spec.activation != "tanh":
+                raise ValueError(
+                    f"{where}: layers[{k}].activation applies to elman layers only; "
+                    f"{spec.kind} gates have fixed activations, got {spec.activation!r}"
+                )
             specs.append(spec)
         return specs
 
@@ -285,21 +294,33 @@ class RNN:
         ``params`` must have exactly the network's names, shapes and dtype; they are
         copied, and no random weights are drawn.
         """
+        where = f"{cls.__name__}.from_config"
+        if not isinstance(config, Mapping):
+            raise TypeError(f"{where}: config must be a dict from RNN.config(), got {type(config).__name__}")
         cfg = dict(config)
-        layers = [LayerSpec(**spec) for spec in cfg.pop("layers")]
-        return RNN(cfg.pop("input_size"), layers, cfg.pop("output_size"), seed=seed, _params=params, **cfg)
+        try:
+            layers = [LayerSpec(**spec) for spec in cfg.pop("layers")]
+            input_size, output_size = cfg.pop("input_size"), cfg.pop("output_size")
+        except KeyError as exc:
+            raise ValueError(f"{where}: config is missing {exc}") from None
+        except TypeError as exc:
+            raise ValueError(f"{where}: config 'layers' must be a list of layer descriptions ({exc})") from None
+        try:
+            return RNN(input_size, layers, output_size, seed=seed, _params=params, **cfg)
+        except TypeError as exc:
+            if "unexpected keyword" in str(exc):
+                raise ValueError(f"{where}: config has an unknown setting ({exc})") from None
+            raise
 
     def copy(self) -> RNN:
-        """A deep copy: same architecture, parameters copied."""
-        new = copy.copy(self)
-        new.params = {k: v.copy() for k, v in self.params.items()}
-        return new
+        """A deep copy: same architecture, parameters copied (C-contiguous)."""
+        return self.astype(self.dtype)
 
     def astype(self, dtype: str | np.dtype) -> RNN:
-        """A copy with parameters in ``dtype`` (``"float32"`` or ``"float64"``)."""
-        new = self.copy()
+        """A copy with parameters in ``dtype`` (``"float32"`` or ``"float64"``), C-contiguous."""
+        new = copy.copy(self)
         new.dtype = _checks.float_dtype(dtype, f"{self._name}.astype")
-        new.params = {k: v.astype(new.dtype) for k, v in self.params.items()}
+        new.params = {k: np.array(v, dtype=new.dtype, order="C") for k, v in self.params.items()}
         return new
 
     def __repr__(self) -> str:
@@ -325,9 +346,12 @@ class RNN:
             )
         for name, shape in self._shapes.items():
             p = params[name]
-            if not isinstance(p, np.ndarray) or p.shape != shape or p.dtype != self.dtype:
-                got = f"{p.dtype} {p.shape}" if isinstance(p, np.ndarray) else type(p).__name__
-                raise ValueError(f"{where}: params[{name!r}] must be a {self.dtype} array of shape {shape}, got {got}")
+            if not isinstance(p, np.ndarray) or p.shape != shape:
+                got = f"shape {p.shape}" if isinstance(p, np.ndarray) else type(p).__name__
+                raise ValueError(f"{where}: params[{name!r}] must be an array of shape {shape}, got {got}")
+            if p.dtype != self.dtype:
+                raise TypeError(f"{where}: params[{name!r}] must have dtype {self.dtype}, got {p.dtype}")
+            _checks.finite(p, f"params[{name!r}]", where)
 
     def _state(self, h0: object, B: int, where: str) -> tuple[tuple[np.ndarray, ...], ...]:
         """Initial state per layer from ``None``, an array, a tuple or a dict keyed by state name."""
@@ -339,7 +363,8 @@ class RNN:
             if unknown:
                 raise ValueError(f"{where}: h0 has unknown state names {unknown}; expected {names}")
             given = dict(h0)
-        elif isinstance(h0, (tuple, list)):
+        elif isinstance(h0, (tuple, list)) and (len(names) > 1 or (len(h0) == 1 and _is_array(h0[0]))):
+            # A sequence of state arrays, in state-name order (a nested list of numbers is one array).
             if len(h0) != len(names):
                 raise ValueError(f"{where}: h0 as a sequence must have {len(names)} arrays {names}, got {len(h0)}")
             given = dict(zip(names, h0, strict=True))
@@ -355,10 +380,11 @@ class RNN:
                 if name not in given or given[name] is None:
                     per_layer.append(np.zeros(shape, self.dtype))
                     continue
-                arr = _checks.as_array(given[name], name, where)
+                arr = _checks.as_array(given[name], name, where, self.dtype)
                 if arr.shape != shape:
                     raise ValueError(f"{where}: {name} must have shape {shape}, got {arr.shape}")
-                per_layer.append(_checks.float_array(arr, name, self.dtype, where))
+                # A private copy: caches must not change when the caller reuses its array.
+                per_layer.append(_checks.float_array(arr, name, self.dtype, where).copy())
             states.append(tuple(per_layer))
         return tuple(states)
 
@@ -395,7 +421,8 @@ class RNN:
     def _prepare(self, x: object, h0: object, where: str):
         """Validated ``(x, per-layer initial states)``; errors name ``where``, the caller's entry point."""
         self._check_params(where)
-        x = _checks.sequence_input(x, self.input_size, self.dtype, where)
+        x = _checks.sequence_input(x, self.input_size, self.dtype, where).copy()
+        x.flags.writeable = False  # the caches keep x: a private, read-only copy
         return x, self._state(h0, x.shape[1], where)
 
     def _forward(self, x: np.ndarray, states) -> Forward:
@@ -442,10 +469,23 @@ class RNN:
             Gradients for every parameter, every initial state, and ``"x"`` for float inputs.
         """
         where = f"{self._name}.backward"
-        d_logits = _checks.as_array(d_logits, "d_logits", where)
+        self._check_params(where)
+        foreign = not isinstance(fwd, Forward) or len(fwd.caches) != self.num_layers
+        if foreign or fwd.logits.shape[2] != self.output_size:
+            raise TypeError(f"{where}: fwd must be the Forward that this network's forward() returned")
+        d_logits = _checks.as_array(d_logits, "d_logits", where, self.dtype)
         if d_logits.shape != fwd.logits.shape:
             raise ValueError(f"{where}: d_logits must have shape {fwd.logits.shape}, got {d_logits.shape}")
         d_logits = _checks.float_array(d_logits, "d_logits", self.dtype, where)
+        d_final = None
+        if d_state is not None:
+            if not isinstance(d_state, Mapping):
+                raise TypeError(f"{where}: d_state must be a dict keyed like fwd.state {list(fwd.state)}")
+            d_final = self._state(dict(d_state), fwd.logits.shape[1], f"{where}: d_state")
+        return self._backward(fwd, d_logits, d_final)
+
+    def _backward(self, fwd: Forward, d_logits: np.ndarray, d_final: tuple | None = None) -> dict[str, np.ndarray]:
+        """:meth:`backward` on checked arguments; ``d_final`` holds per-layer state gradients (or ``None``)."""
         x = fwd.x
         dense = x.dtype.kind == "f"
         grads, dH, dx_skip = self.readout.backward(self.params, d_logits, fwd.hidden[-1], x, dense)
@@ -453,13 +493,8 @@ class RNN:
         dx = None
         for k in range(self.num_layers - 1, -1, -1):
             layer = self.layers[k]
-            dT = None
-            if d_state is not None:
-                dT = tuple(
-                    np.asarray(d_state[n], self.dtype) if n in d_state else np.zeros_like(fwd.state[n])
-                    for n in layer.state_names
-                )
             need_dx = k > 0 or dense or self.embedding_size is not None
+            dT = None if d_final is None else d_final[k]
             layer_grads, dx, d0 = layer.backward(self.params, fwd.caches[k], dH, dT, need_dx)
             grads.update(layer_grads)
             state_grads.update(zip(layer.state_names, d0, strict=True))
@@ -521,7 +556,7 @@ class RNN:
             dZ *= 1.0 / B
         else:
             dZ *= (w / B)[..., None]
-        grads = self.backward(fwd, dZ)
+        grads = self._backward(fwd, dZ)
         return LossAndGrad(loss=J, grads=grads, outputs=fwd.outputs, state=fwd.state, forward=fwd)
 
     def state_at(self, fwd: Forward, t: int) -> dict[str, np.ndarray]:
@@ -530,7 +565,7 @@ class RNN:
         Truncated BPTT with overlapping windows starts the next window from here.
         """
         T = fwd.logits.shape[0]
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not -T <= t < T:
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < T:
             raise ValueError(f"{self._name}.state_at: t must be an integer in [0, {T}), got {t!r}")
         return {
             name: s.copy()

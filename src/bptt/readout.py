@@ -83,9 +83,9 @@ class Readout:
         return shapes
 
     def init_params(self, rng: np.random.Generator, dtype) -> dict[str, np.ndarray]:
-        scale = 1.0 / np.sqrt(self.hidden_size)
+        """Weights ``U(±1/√fan_in)`` as ``torch.nn.Linear`` (fan-in H, D or H + D); zero bias."""
         return {
-            name: np.zeros(shape, dtype) if len(shape) == 1 else uniform(rng, shape, scale, dtype)
+            name: np.zeros(shape, dtype) if len(shape) == 1 else uniform(rng, shape, 1.0 / np.sqrt(shape[1]), dtype)
             for name, shape in self.param_shapes().items()
         }
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from . import _checks
 from .network import RNN
 from .vocab import UNK, Vocabulary
 
@@ -107,7 +108,7 @@ def sample_text(
         raise ValueError(f"prime has {len(missing)} {vocab.level}s outside the model's vocabulary: {shown}")
     if missing:
         warnings.warn(f"prime words not in the vocabulary are read as {UNK}: {missing[:10]}", stacklevel=2)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = _checks.generator(seed, "sample_text")
     return _stream(model, vocab, vocab.encode(prime, strict=False), n, rng, temperature, top_k, top_p, greedy)
 
 

@@ -89,7 +89,3 @@ class Layer(ABC):
     @abstractmethod
     def step(self, params: dict[str, np.ndarray], x_t: np.ndarray, state: State) -> State:
         """One step: ``x_t`` of shape ``(B, D)`` (or ``(B,)`` token ids) → new state."""
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-able description of the layer (used in configs and ``repr``)."""
-        return {"kind": self.kind, "hidden_size": self.hidden_size}

@@ -121,15 +121,6 @@ class ElmanLayer(Layer):
             return W_ssx[:, H:], W_ssx[:, :H], b
         return params[n_in], params[n_rec], b
 
-    def describe(self) -> dict:
-        return {
-            "kind": self.kind,
-            "hidden_size": self.hidden_size,
-            "activation": self.activation.name,
-            "bias": self.bias,
-            "notation": self.notation,
-        }
-
     # -- passes ----------------------------------------------------------------
     def forward(self, params, x, state0):
         V, W, b = self.weights(params)

@@ -88,9 +88,6 @@ class GRULayer(Layer):
             for name, shape in self.param_shapes().items()
         }
 
-    def describe(self) -> dict:
-        return {"kind": self.kind, "hidden_size": self.hidden_size, "bias": self.bias}
-
     def _weights(self, params):
         s = self.suffix
         if self.bias:

@@ -101,9 +101,6 @@ class LSTMLayer(Layer):
             params["b" + s] = b
         return params
 
-    def describe(self) -> dict:
-        return {"kind": self.kind, "hidden_size": self.hidden_size, "bias": self.bias}
-
     def _weights(self, params):
         s = self.suffix
         return params["V" + s], params["W" + s], params["b" + s] if self.bias else None
