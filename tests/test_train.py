@@ -253,3 +253,16 @@ def trained(tmp_path_factory):
 def test_library_api_is_re_exported():
     for name in ("Elman", "LSTM", "GRU", "RNN", "gradcheck", "generate"):
         assert hasattr(bptt, name)
+
+
+def test_word_level_training_reports_perplexity(tmp_path, corpus):
+    cfg = small(level="word", max_vocab=30, steps=4, eval_every=2, seq_len=6)
+    data = prepare_data([corpus], cfg)
+    assert len(data.vocab) == 30 and data.vocab.tokens[0] == "<unk>"
+    assert data.vocab.decode(data.train[:12]) in TEXT or "<unk>" in data.vocab.decode(data.train[:12])
+    lines = []
+    Trainer(cfg, data, tmp_path, log=lines.append).run()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(math.isclose(r["val_ppl"], math.exp(r["val_loss"])) for r in rows)
+    assert any("ETA" in line for line in lines)

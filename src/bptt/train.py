@@ -527,6 +527,7 @@ class _Progress:
     def __init__(self, total: int, done: int, log: Callable[[str], None]) -> None:
         self.log = log
         self.total = total
+        self.start = done  # steps already done when this run (or resumption) began
         self.bar = None
         self.last_line = 0.0
         if sys.stderr.isatty():
@@ -541,7 +542,11 @@ class _Progress:
             self.bar.set_postfix_str(f"loss {loss:.3f} {unit} {score:.3f} {rate:,.0f} tok/s", refresh=False)
         elif elapsed - self.last_line >= 5.0 or step == self.total:
             self.last_line = elapsed
-            self.log(f"step {step}/{self.total} loss {loss:.4f} {unit} {score:.3f} {rate:,.0f} tok/s {elapsed:.0f}s")
+            eta = elapsed / max(step - self.start, 1) * (self.total - step)
+            self.log(
+                f"step {step}/{self.total} loss {loss:.4f} {unit} {score:.3f} {rate:,.0f} tok/s "
+                f"{elapsed:.0f}s elapsed, ETA {eta:.0f}s"
+            )
 
     def note(self, msg: str) -> None:
         if self.bar is not None:
