@@ -1,8 +1,10 @@
 # Source this: creates ./.venv on first use and installs bptt into it (editable) with the given extra.
-# Usage: source scripts/env.sh [extra]   e.g. `source scripts/env.sh test`
+# Usage: source scripts/env.sh EXTRA   e.g. `source scripts/env.sh test`, or `core` for none.
+# (Always pass EXTRA: a sourced file without arguments sees the caller's arguments as its own.)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-extra="${1:-}"
+extra="${1:?usage: source scripts/env.sh EXTRA (test, or core for none)}"
+[ "$extra" = core ] && extra=""
 venv="${BPTT_VENV:-$root/.venv}"
 python="${PYTHON:-python3}"
 if [ ! -x "$venv/bin/python" ]; then
