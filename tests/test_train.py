@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -207,8 +208,11 @@ def test_cli_train_sample_info_resume(tmp_path, corpus, capsys):
         (["sample", "{ckpt}", "--temperature", "0"], r"temperature: must be a finite number > 0"),
         (["sample", "{ckpt}", "--top-k", "100000"], r"top_k must be an integer in \[1, \d+\]"),
         (["sample", "{ckpt}", "--prime", "日本"], r"prime has 2 chars outside the model's vocabulary: '日', '本'"),
-        (["train", "{corpus}", "--out", "{readonly}/sub"], r"not writable|Permission denied|Read-only"),
-        (["train", "{corpus}", "--out", "{ckpt_dir}"], r"already holds a run \(latest.safetensors, best.safetensors\)"),
+        (["train", "{corpus}", "--out", "{readonly}/sub"], r"is a file, not a folder"),
+        (
+            ["train", "{corpus}", "--out", "{ckpt_dir}"],
+            r"already holds a run \(latest.safetensors, best.safetensors, metrics.jsonl\)",
+        ),
     ],
 )
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, corpus, capsys, argv, pattern, trained):
@@ -266,3 +270,84 @@ def test_word_level_training_reports_perplexity(tmp_path, corpus):
     assert [r["step"] for r in rows] == [2, 4]
     assert all(math.isclose(r["val_ppl"], math.exp(r["val_loss"])) for r in rows)
     assert any("ETA" in line for line in lines)
+
+
+def _train_cli(capsys, corpus, out, *extra):
+    base = ["train", corpus, "--out", out, "--hidden-size", 8, "--seq-len", 8, "--batch-size", 2, "--eval-tokens", 100]
+    return run_cli(capsys, *base, *extra)
+
+
+def test_cli_resume_never_discards_another_run_or_later_progress(tmp_path, corpus, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _train_cli(capsys, corpus, a, "--steps", 4, "--eval-every", 2)[0] == 0
+    assert _train_cli(capsys, corpus, b, "--steps", 4, "--eval-every", 2, "--seed", 5)[0] == 0
+    b_files = {p.name: p.read_bytes() for p in b.iterdir()}
+    code, _, err = run_cli(capsys, "train", corpus, "--resume", a / "latest.safetensors", "--steps", 6, "--out", b)
+    assert code == 2 and "holds another run" in err
+    assert {p.name: p.read_bytes() for p in b.iterdir()} == b_files  # untouched
+
+    # best (step 2) is older than latest (step 4): resuming from it would discard steps 3-4.
+    run_cli(capsys, "train", corpus, "--resume", a / "latest.safetensors", "--steps", 4)
+    best_step = load_checkpoint(a / "best.safetensors").train["step"]
+    if best_step < 4:
+        code, _, err = run_cli(capsys, "train", corpus, "--resume", a / "best.safetensors", "--steps", 8)
+        assert code == 2 and f"resuming would discard steps {best_step + 1}-4" in err
+    code, _, err = run_cli(capsys, "train", corpus, "--resume", a / "latest.safetensors")
+    assert code == 0 and "nothing to do: the run is complete at step 4 of 4" in err
+
+
+def test_cli_resume_of_an_early_stopped_run_does_nothing(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    args = ("--steps", 40, "--eval-every", 1, "--patience", 1, "--optimizer", "sgd", "--lr", 5, "--clip", 1)
+    code, _, err = _train_cli(capsys, corpus, out, *args, "--cell", "elman")
+    assert code == 0, err
+    assert "early stopping at step" in err
+    record = load_checkpoint(out / "latest.safetensors").train
+    assert record["stopped"].startswith("early stopping at step")
+    before = (out / "latest.safetensors").read_bytes()
+    code, _, err = run_cli(capsys, "train", corpus, "--resume", out / "latest.safetensors", "--steps", 80)
+    assert code == 0 and "nothing to do: early stopping" in err
+    assert (out / "latest.safetensors").read_bytes() == before
+
+
+def test_cli_resume_with_other_text_names_the_checkpoint(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    assert _train_cli(capsys, corpus, out, "--steps", 2, "--eval-every", 2)[0] == 0
+    other = tmp_path / "other.txt"
+    other.write_text(TEXT + "x = 1\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "train", other, "--resume", out / "latest.safetensors", "--steps", 4)
+    assert code == 2 and f"{out / 'latest.safetensors'}: the training text differs" in err
+
+
+def test_fifo_inputs_are_refused_not_read(tmp_path, capsys):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    code, _, err = run_cli(capsys, "train", fifo)
+    assert code == 2 and "not a regular file" in err
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.txt")
+    (folder / "a.txt").write_text(TEXT)
+    from bptt.corpus import read_corpus
+
+    assert read_corpus([folder]).files == (str(folder / "a.txt"),)  # the FIFO is skipped, not opened
+    code, _, err = run_cli(capsys, "info", fifo)
+    assert code == 2 and "not a checkpoint file" in err
+
+
+def test_sample_into_a_closed_pipe_is_quiet(trained):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "bptt.cli", "sample", str(trained), "-n", "20000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(10)
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0
+    assert proc.stderr.read() == b""
+
+
+def test_tiny_temperature_is_greedy(trained, capsys):
+    greedy = run_cli(capsys, "sample", trained, "--prime", "def ", "-n", 30, "--greedy")[1]
+    cold = run_cli(capsys, "sample", trained, "--prime", "def ", "-n", 30, "--temperature", "1e-300")
+    assert cold[0] == 0 and cold[1] == greedy and cold[2] == ""

@@ -146,6 +146,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     from safetensors.numpy import load
 
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"{path}: not a checkpoint file (a folder, FIFO or device)")
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import NoReturn
 
 import numpy as np
 
+from . import _checks
 from .checkpoint import CheckpointError, load_checkpoint
 from .corpus import CorpusError
-from .sampling import sample_text
+from .sampling import default_prime, sample_text
 from .train import TrainConfig, Trainer, TrainingError, checkpoint_config, prepare_data
 
 __all__ = ["main"]
@@ -47,7 +49,8 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("bptt").strip()  # "train", "sample", … or "" at the top
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 def _positive_float(text: str) -> float:
@@ -97,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     g = t.add_argument_group("run")
     g.add_argument("--steps", type=int, default=None, help=f"updates in all (default {d.steps}; with --resume: extend)")
     g.add_argument("--eval-every", type=int, default=d.eval_every)
-    g.add_argument("--eval-tokens", type=int, default=d.eval_tokens)
+    g.add_argument("--eval-tokens", type=int, default=d.eval_tokens, help="validation tokens per evaluation (0: all)")
     g.add_argument("--patience", type=int, default=d.patience)
     g.add_argument("--sample-every", type=int, default=d.sample_every)
     g.add_argument("--sample-length", type=int, default=d.sample_length)
@@ -124,6 +127,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     values = {k: getattr(args, k) for k in keys}
     if values.get("clip") == 0:
         values["clip"] = None
+    if values.get("eval_tokens") == 0:
+        values["eval_tokens"] = None
     return TrainConfig(**values)
 
 
@@ -140,31 +145,74 @@ class _StopFlag:
         print("\nstopping after this step (Ctrl-C again to abort)", file=sys.stderr)
 
 
+RUN_FILES = ("latest.safetensors", "best.safetensors", "metrics.jsonl")
+
+
+def _run_files(folder: Path) -> list[str]:
+    return [name for name in RUN_FILES if (folder / name).exists()]
+
+
+def _refuse_to_replace(out: Path, why: str, resume_hint: bool) -> NoReturn:
+    hint = f"resume it with --resume {out / 'latest.safetensors'}, " if resume_hint else ""
+    raise UsageError(f"{out} {why}: {hint}choose another --out, or pass --overwrite")
+
+
+def _resume(args: argparse.Namespace) -> tuple[Trainer, Path]:
+    ckpt_path = Path(args.resume)
+    ckpt = load_checkpoint(ckpt_path)
+    config = checkpoint_config(ckpt, ckpt_path)
+    out = Path(args.out) if args.out else ckpt_path.parent
+    if not args.overwrite:
+        same_run = out.resolve() == ckpt_path.parent.resolve()
+        if not same_run and _run_files(out):
+            _refuse_to_replace(out, f"holds another run ({', '.join(_run_files(out))})", resume_hint=False)
+        latest = out / "latest.safetensors"
+        if same_run and latest.exists() and latest.resolve() != ckpt_path.resolve():
+            newer = load_checkpoint(latest).train.get("step", 0)
+            here = ckpt.train.get("step", 0)
+            if isinstance(newer, int) and isinstance(here, int) and newer > here:
+                raise UsageError(
+                    f"{latest} is at step {newer}, past {ckpt_path.name} (step {here}): resuming would discard "
+                    f"steps {here + 1}-{newer}; pass --overwrite to do so, or --out another folder"
+                )
+    try:
+        data = prepare_data(args.paths, config, vocab=ckpt.vocab)
+    except ValueError as exc:  # text the run's vocabulary cannot encode: not the run's text
+        raise TrainingError(
+            f"{ckpt_path}: the training text differs from the text this run was started on ({exc})"
+        ) from None
+    trainer = Trainer.resume(ckpt_path, data, out, steps=args.steps, ckpt=ckpt)
+    return trainer, out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
-        ckpt_path = Path(args.resume)
-        ckpt = load_checkpoint(ckpt_path)
-        config = checkpoint_config(ckpt, ckpt_path)
-        data = prepare_data(args.paths, config, vocab=ckpt.vocab)
-        out = Path(args.out) if args.out else ckpt_path.parent
-        trainer = Trainer.resume(ckpt, data, out, steps=args.steps)
-        config = trainer.config
-        print(f"resuming {ckpt_path} at step {trainer.state.step} of {config.steps}", file=sys.stderr)
+        trainer, out = _resume(args)
+        config, data = trainer.config, trainer.data
+        if trainer.state.stopped:
+            print(f"nothing to do: {trainer.state.stopped}", file=sys.stderr)
+            return 0
+        if trainer.state.step >= config.steps:
+            print(
+                f"nothing to do: the run is complete at step {trainer.state.step} of {config.steps} "
+                f"(pass --steps N > {trainer.state.step} to train longer)",
+                file=sys.stderr,
+            )
+            return 0
+        print(f"resuming {args.resume} at step {trainer.state.step} of {config.steps}", file=sys.stderr)
     else:
         if args.steps is None:
             args.steps = TrainConfig.steps
         config = _config(args)
         out = Path(args.out or "runs/default")
-        existing = [p.name for p in (out / "latest.safetensors", out / "best.safetensors") if p.exists()]
-        if existing and not args.overwrite:
-            raise UsageError(
-                f"{out} already holds a run ({', '.join(existing)}): resume it with --resume "
-                f"{out / existing[0]}, choose another --out, or pass --overwrite"
-            )
+        if _run_files(out) and not args.overwrite:
+            _refuse_to_replace(out, f"already holds a run ({', '.join(_run_files(out))})", resume_hint=True)
         data = prepare_data(args.paths, config)
         trainer = Trainer(config, data, out)
     _check_writable(out)
-    source = f"{len(data.files)} files" if args.paths else f"the Python standard library ({len(data.files)} files)"
+    n = len(data.files)
+    files = f"{n} file{'s' if n != 1 else ''}"
+    source = files if args.paths or args.resume else f"the Python standard library ({files})"
     print(
         f"training {trainer.model!r}\n  on {source}: {len(data.train):,} training / {len(data.val):,} validation "
         f"tokens, vocabulary {len(data.vocab)} ({data.vocab.level})",
@@ -177,17 +225,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         final = trainer.run(on_sample=lambda step, text: print(f"--- sample at step {step} ---\n{text}\n---"))
     finally:
         signal.signal(signal.SIGINT, previous)
-    if flag.requested:
+    if flag.requested and trainer.state.step < config.steps and not trainer.state.stopped:
         path = trainer.save("latest.safetensors")
         print(f"interrupted at step {trainer.state.step}; resume with: bptt train --resume {path}", file=sys.stderr)
         return 130
     unit = "bpc" if data.vocab.level == "char" else "ppl"
     if final:
-        print(f"done: step {final['step']}, validation {unit} {final[f'val_{unit}']:.3f}; checkpoints in {out}/")
+        best = trainer.state.best_val
+        best_score = best / math.log(2) if unit == "bpc" else math.exp(best)
+        print(
+            f"done: step {final['step']}, validation {unit} {final[f'val_{unit}']:.3f} "
+            f"(best {best_score:.3f}); checkpoints in {out}/"
+        )
     return 0
 
 
 def _check_writable(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"output folder {folder} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".bptt-write-test"
@@ -201,7 +256,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.vocab is None:
         raise UsageError(f"{args.checkpoint}: checkpoint has no vocabulary (not a language model)")
-    prime = args.prime if args.prime is not None else ("\n" if not ckpt.vocab.unknown("\n") else ckpt.vocab.tokens[0])
+    prime = args.prime if args.prime is not None else default_prime(ckpt.vocab)
     stream = sample_text(
         ckpt.model,
         ckpt.vocab,
@@ -211,7 +266,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         top_p=args.top_p,
         greedy=args.greedy,
-        seed=np.random.default_rng(args.seed),
+        seed=_checks.generator(args.seed, "sample --seed"),
     )
     first = next(stream)  # validate everything before printing anything
     sys.stdout.write(prime + first)
@@ -259,12 +314,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # the reader went away (`bptt sample … | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # silence the flush at exit
+        return 0
     except (UsageError, CorpusError, CheckpointError, TrainingError, ValueError, TypeError, OSError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"bptt: error: {message}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        return 0
+    except MemoryError:
+        print(
+            "bptt: error: out of memory (try a smaller --hidden-size, --embedding-size or --batch-size)",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        print("bptt: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

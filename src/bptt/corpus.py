@@ -62,8 +62,13 @@ def _decode(path: Path, data: bytes) -> str:
 
 
 def _read(path: Path) -> str:
+    """A regular file's UTF-8 text (never a FIFO or a device: they may block or never end)."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            head = f.read(8192)
+            if b"\x00" in head:  # binary: refuse before reading the rest
+                return _decode(path, head)
+            data = head + f.read()
     except OSError as exc:
         raise CorpusError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return _decode(path, data)
@@ -73,7 +78,7 @@ def _walk(folder: Path) -> list[Path]:
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / f for f in sorted(files) if not f.startswith("."))
+        found.extend(p for f in sorted(files) if not f.startswith(".") and (p := Path(root) / f).is_file())
     return found
 
 
@@ -97,6 +102,8 @@ def read_corpus(paths: Sequence[str | os.PathLike] | None = None) -> Corpus:
         return Corpus("\n".join(_read(f) for f in files), tuple(str(f) for f in files))
     texts, used = [], []
     for raw in paths:
+        if str(raw) == "":
+            raise CorpusError("an empty path was given (a file or folder name was expected)")
         path = Path(raw)
         if path.is_dir():
             found = 0
@@ -111,12 +118,16 @@ def read_corpus(paths: Sequence[str | os.PathLike] | None = None) -> Corpus:
                     found += 1
             if not found:
                 raise CorpusError(f"{path}: folder holds no non-empty UTF-8 text files")
-        elif path.exists():
+        elif path.is_file():
             text = _read(path)
             if not text:
                 raise CorpusError(f"{path}: file is empty")
             texts.append(text)
             used.append(str(path))
+        elif path.exists():
+            raise CorpusError(f"{path}: not a regular file (a FIFO, socket or device?)")
+        elif path.is_symlink():
+            raise CorpusError(f"{path}: broken or looping symbolic link")
         else:
             raise CorpusError(f"{path}: no such file or folder")
     return Corpus("\n".join(texts), tuple(used))

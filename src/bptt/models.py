@@ -185,6 +185,9 @@ class GRU(_Gated):
     _kind = "gru"
 
 
+NAMED: dict[str, type[RNN]] = {"elman": Elman, "lstm": LSTM, "gru": GRU}
+
+
 def _stack(kind: str, hidden_size: int, num_layers: int, where: str, activation: str = "tanh") -> list[LayerSpec]:
     hidden_size = _checks.positive_int(hidden_size, "hidden_size", where)
     num_layers = _checks.positive_int(num_layers, "num_layers", where)

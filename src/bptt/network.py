@@ -306,11 +306,21 @@ class RNN:
         except TypeError as exc:
             raise ValueError(f"{where}: config 'layers' must be a list of layer descriptions ({exc})") from None
         try:
-            return RNN(input_size, layers, output_size, seed=seed, _params=params, **cfg)
+            model = RNN(input_size, layers, output_size, seed=seed, _params=params, **cfg)
         except TypeError as exc:
             if "unexpected keyword" in str(exc):
                 raise ValueError(f"{where}: config has an unknown setting ({exc})") from None
             raise
+        return model._named() if cls is RNN else model
+
+    def _named(self) -> RNN:
+        """This network as an Elman, LSTM or GRU when it is one (a uniform stack), else unchanged."""
+        from .models import NAMED  # models builds on this module
+
+        uniform = len({(s.kind, s.hidden_size, s.activation) for s in self.specs}) == 1
+        if uniform and type(self) is RNN:
+            self.__class__ = NAMED[self.specs[0].kind]  # subclasses add only their name
+        return self
 
     def copy(self) -> RNN:
         """A deep copy: same architecture, parameters copied (C-contiguous)."""

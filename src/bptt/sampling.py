@@ -25,7 +25,15 @@ from . import _checks
 from .network import RNN
 from .vocab import UNK, Vocabulary
 
-__all__ = ["next_token", "sample_text"]
+__all__ = ["default_prime", "next_token", "sample_text"]
+
+
+def default_prime(vocab: Vocabulary) -> str:
+    """A neutral text to start from: a newline or a space if the vocabulary has one."""
+    for candidate in ("\n", " "):
+        if not vocab.unknown(candidate):
+            return candidate
+    return next(t for t in vocab.tokens if t != UNK and not vocab.unknown(t))
 
 
 def _check(n, temperature, top_k, top_p, vocab_size) -> None:
@@ -57,7 +65,14 @@ def next_token(
     """
     if greedy:
         return int(np.argmax(logits))
-    z = logits / temperature if temperature != 1.0 or top_k is not None or top_p is not None else logits
+    if temperature != 1.0 or top_k is not None or top_p is not None:
+        # Shift by the maximum before dividing, in float64: tiny temperatures must not overflow.
+        z = logits.astype(np.float64)
+        z -= z.max()
+        with np.errstate(over="ignore", invalid="ignore"):
+            z /= temperature
+    else:
+        z = logits
     if top_k is not None and top_k < z.size:
         kth = np.partition(z, -top_k)[-top_k]
         z[z < kth] = -np.inf

@@ -22,6 +22,7 @@ uninterrupted run bit for bit on the same machine and thread count.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -33,18 +34,20 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import write_atomic
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .corpus import read_corpus
 from .models import GRU, LSTM, Elman
 from .network import RNN
 from .optim import Optimizer, clip_grad_norm, make_optimizer
-from .sampling import sample_text
+from .sampling import default_prime, sample_text
 from .schedules import Schedule
 from .vocab import Vocabulary
 
 __all__ = ["TrainConfig", "Trainer", "TrainingError", "prepare_data"]
 
 CELLS = {"elman": Elman, "lstm": LSTM, "gru": GRU}
+DEFAULT_WORD_VOCAB = 10_000  # word level without max_vocab: the most frequent 9,999 words and <unk>
 LN2 = math.log(2.0)
 
 
@@ -62,14 +65,15 @@ class TrainConfig:
         ``dtype``.
     Text
         ``level`` ("char" or "word"), ``max_vocab`` (word level: keep the most
-        frequent, the rest become ``<unk>``), ``val_fraction`` (the last part of the
+        frequent, the rest become ``<unk>``; default 10,000), ``val_fraction`` (the last part of the
         stream is held out).
     Truncated BPTT
         ``seq_len`` = k1 (steps per update), ``bptt_len`` = k2 ≥ k1 (steps
         backpropagated; None means k1), ``batch_size`` B.
     Optimisation
         ``optimizer`` ("sgd", "adagrad", "rmsprop", "adam", "adamw"), ``lr``,
-        ``momentum`` / ``nesterov`` (sgd), ``weight_decay``, ``schedule``
+        ``momentum`` / ``nesterov`` (sgd), ``weight_decay`` (None: 0.01 for adamw, 0
+        otherwise), ``schedule``
         ("constant", "cosine", "step"), ``warmup``, ``step_size`` / ``gamma``
         (step schedule), ``min_lr`` (cosine), ``clip`` (global gradient norm; None: off).
     Run
@@ -95,7 +99,7 @@ class TrainConfig:
     lr: float = 2e-3
     momentum: float = 0.0
     nesterov: bool = False
-    weight_decay: float = 0.0
+    weight_decay: float | None = None  # None: the optimizer's default (0.01 for adamw, else 0)
     schedule: str = "constant"
     warmup: int = 0
     step_size: int = 1000
@@ -149,12 +153,24 @@ class TrainConfig:
         number("lr", 0.0, strict=True)
         number("val_fraction", 0.0, strict=True, high=0.5)
         number("momentum", 0.0, strict=False, high=1.0)
-        number("weight_decay", 0.0, strict=False)
         number("gamma", 0.0, strict=True)
         number("min_lr", 0.0, strict=False)
         number("clip", 0.0, strict=True, optional=True)
         if self.bptt_len is not None and self.bptt_len < self.seq_len:
             raise ValueError(f"bptt_len (k2) must be ≥ seq_len (k1) = {self.seq_len}, got {self.bptt_len}")
+        number("weight_decay", 0.0, strict=False, optional=True)
+        if self.gamma > 1:
+            fail("gamma", "a decay factor in (0, 1]")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr must be ≤ lr = {self.lr:g}, got {self.min_lr!r}")
+        if self.schedule == "cosine" and self.warmup >= self.steps:
+            raise ValueError(f"warmup must be shorter than the run (steps = {self.steps}) for a cosine schedule")
+        if self.cell != "elman" and self.activation != "tanh":
+            raise ValueError(f"activation applies to the elman cell only; {self.cell} gates have fixed activations")
+        if self.optimizer != "sgd" and (self.momentum or self.nesterov):
+            raise ValueError(f"momentum and nesterov apply to the sgd optimizer only, not {self.optimizer}")
+        if self.level == "char" and self.max_vocab is not None:
+            raise ValueError("max_vocab applies to level 'word' only (character level keeps every character)")
 
     @property
     def k1(self) -> int:
@@ -193,11 +209,10 @@ def prepare_data(paths, config: TrainConfig, vocab: Vocabulary | None = None) ->
     The last ``val_fraction`` of the token stream is the validation set (a
     contiguous split: deterministic, and no validation text leaks into training).
     """
-    import hashlib
-
     corpus = read_corpus(paths)
     if vocab is None:
-        vocab = Vocabulary.build([corpus.text], config.level, config.max_vocab)
+        cap = config.max_vocab if config.max_vocab is not None or config.level == "char" else DEFAULT_WORD_VOCAB
+        vocab = Vocabulary.build([corpus.text], config.level, cap)
     ids = vocab.encode(corpus.text, strict=vocab.level == "char")
     n_val = int(len(ids) * config.val_fraction)
     need = config.batch_size * (config.k1 + 1)
@@ -239,8 +254,17 @@ class TrainState:
     bad_evals: int = 0
     window_loss: float = 0.0  # sum of training losses since the last evaluation
     window_n: int = 0
+    stopped: str | None = None  # why the run ended early (early stopping), if it did
     carried: dict[str, np.ndarray] = field(default_factory=dict)
-    rng_state: dict[str, Any] | None = None
+
+    def record(self) -> dict[str, Any]:
+        """Every field but the carried state (saved as tensors), JSON-able."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "carried"}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any], carried: dict[str, np.ndarray]) -> TrainState:
+        names = [f.name for f in fields(cls) if f.name != "carried"]
+        return cls(**{k: rec[k] for k in names}, carried={k: v.copy() for k, v in carried.items()})
 
 
 class Trainer:
@@ -273,30 +297,22 @@ class Trainer:
             step_size=config.step_size,
             gamma=config.gamma,
         )
-        options: dict[str, Any] = {"weight_decay": config.weight_decay}
+        options: dict[str, Any] = {} if config.weight_decay is None else {"weight_decay": config.weight_decay}
         if config.optimizer == "sgd":
             options.update(momentum=config.momentum, nesterov=config.nesterov)
         self.optimizer: Optimizer = make_optimizer(config.optimizer, self.model.params, self.schedule, **options)
         self.streams = _streams(data.train, config.batch_size)
         self.state = TrainState(carried=self.model.initial_state(config.batch_size))
-        self.rng = np.random.default_rng(config.seed)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.should_stop: Callable[[], bool] = lambda: False  # polled between steps (e.g. after Ctrl-C)
 
     # -- checkpoints -----------------------------------------------------------------
     def _record(self) -> dict[str, Any]:
-        s = self.state
+        # Training draws no random numbers (the stream order is fixed; samples use an RNG derived
+        # from (seed, step)), so the state below, the weights and the optimizer decide the rest.
         return {
             "config": self.config.to_json(),
-            "step": s.step,
-            "epoch": s.epoch,
-            "pos": s.pos,
-            "tokens": s.tokens,
-            "best_val": s.best_val,
-            "bad_evals": s.bad_evals,
-            "window_loss": s.window_loss,
-            "window_n": s.window_n,
-            "rng_state": self.rng.bit_generator.state,
+            **self.state.record(),
             "data": {"files": len(self.data.files), "digest": self.data.digest},
         }
 
@@ -316,34 +332,30 @@ class Trainer:
         return path
 
     @classmethod
-    def resume(cls, path, data: Data, out_dir, log=None, steps: int | None = None) -> Trainer:
+    def resume(
+        cls, path, data: Data, out_dir, log=None, steps: int | None = None, ckpt: Checkpoint | None = None
+    ) -> Trainer:
         """A trainer that continues the run saved in checkpoint ``path`` exactly.
 
-        ``steps`` replaces the run's total number of updates (to train for longer).
+        ``steps`` replaces the run's total number of updates (to train for longer; a cosine
+        schedule then stretches to the new length). ``ckpt`` is ``path`` already loaded.
         """
-        ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)
+        ckpt, name = (ckpt if ckpt is not None else load_checkpoint(path)), path
         rec = ckpt.train
-        config = checkpoint_config(ckpt, path)
+        config = checkpoint_config(ckpt, name)
         if steps is not None:
             config = TrainConfig.from_json({**config.to_json(), "steps": steps})
-        if rec.get("data", {}).get("digest") != data.digest:
-            raise TrainingError(f"{path}: the training text differs from the text this run was started on")
-        trainer = cls(config, data, out_dir, model=ckpt.model, log=log)
+        digest = rec.get("data", {}).get("digest") if isinstance(rec.get("data"), dict) else None
+        if digest != data.digest:
+            raise TrainingError(f"{name}: the training text differs from the text this run was started on")
         if ckpt.optimizer is None:
-            raise TrainingError(f"{path}: checkpoint has no optimizer state to resume from")
-        trainer.optimizer.load_state_dict(*ckpt.optimizer)
-        trainer.rng.bit_generator.state = rec["rng_state"]
-        trainer.state = TrainState(
-            step=rec["step"],
-            epoch=rec["epoch"],
-            pos=rec["pos"],
-            tokens=rec["tokens"],
-            best_val=rec["best_val"],
-            bad_evals=rec["bad_evals"],
-            window_loss=rec["window_loss"],
-            window_n=rec["window_n"],
-            carried={k: v.copy() for k, v in ckpt.state.items()},
-        )
+            raise TrainingError(f"{name}: checkpoint has no optimizer state to resume from")
+        trainer = cls(config, data, out_dir, model=ckpt.model, log=log)
+        try:
+            trainer.optimizer.load_state_dict(*ckpt.optimizer)
+            trainer.state = TrainState.from_record(rec, ckpt.state)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TrainingError(f"{name}: malformed training record in checkpoint ({exc})") from None
         return trainer
 
     # -- one update ---------------------------------------------------------------------
@@ -371,7 +383,8 @@ class Trainer:
         except FloatingPointError as exc:
             raise TrainingError(f"step {s.step + 1}: {exc}; stopping before it reaches the weights") from None
         lr = self.optimizer.current_lr()
-        self.optimizer.step(r.grads)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            self.optimizer.step(r.grads)
         for name, p in m.params.items():
             if not np.isfinite(p).all():
                 raise TrainingError(f"step {s.step + 1}: parameter {name!r} became non-finite (lr {lr:g} too high?)")
@@ -403,11 +416,13 @@ class Trainer:
         _truncate_metrics(metrics_path, s.step)
         unit = "bpc" if self.data.vocab.level == "char" else "ppl"
         t0, tokens0 = time.perf_counter(), s.tokens
-        stopped = None
         last: dict[str, Any] = {}
+        if s.stopped:
+            self.log(f"nothing to do: {s.stopped}")
+            return last
         progress = _Progress(cfg.steps, s.step, self.log)
         with metrics_path.open("a", encoding="utf-8") as metrics:
-            while s.step < cfg.steps and not self.should_stop():
+            while s.step < cfg.steps and not self.should_stop() and not s.stopped:
                 out = self.train_step()
                 s.window_loss += out["loss"]
                 s.window_n += 1
@@ -440,20 +455,21 @@ class Trainer:
                         f"step {s.step}: train {unit} {row[f'train_{unit}']:.3f}, val {unit} {row[f'val_{unit}']:.3f}"
                         + (" (best)" if improved else "")
                     )
-                    self.save("latest.safetensors")
-                    if improved:
-                        self.save("best.safetensors")
+                    latest = self.save("latest.safetensors")
+                    if improved:  # the same bytes: copy rather than serialise again
+                        write_atomic(self.out_dir / "best.safetensors", latest.read_bytes())
                     last = row
                     if cfg.patience is not None and s.bad_evals >= cfg.patience:
-                        stopped = f"early stopping: no improvement in {cfg.patience} evaluations"
+                        s.stopped = f"early stopping at step {s.step}: no improvement in {cfg.patience} evaluations"
+                        self.save("latest.safetensors")  # record that the run has ended
                         break
                 elif cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
                     self.save("latest.safetensors")
                 if cfg.sample_every and s.step % cfg.sample_every == 0 and on_sample is not None:
                     on_sample(s.step, self.sample(cfg.sample_length))
         progress.close()
-        if stopped:
-            self.log(stopped)
+        if s.stopped:
+            self.log(s.stopped)
         return last
 
     def sample(self, n: int, prime: str | None = None, temperature: float = 0.8) -> str:
@@ -462,7 +478,7 @@ class Trainer:
         Sampling never touches the training RNG, so it cannot change the run.
         """
         rng = np.random.default_rng([self.config.seed, self.state.step])
-        prime = prime if prime is not None else _default_prime(self.data.vocab)
+        prime = prime if prime is not None else default_prime(self.data.vocab)
         return prime + "".join(sample_text(self.model, self.data.vocab, prime, n, temperature=temperature, seed=rng))
 
 
@@ -498,13 +514,6 @@ def _score(loss: float, unit: str) -> float:
     return loss / LN2 if unit == "bpc" else math.exp(min(loss, 700.0))
 
 
-def _default_prime(vocab: Vocabulary) -> str:
-    for candidate in ("\n", " ", "the"):
-        if not vocab.unknown(candidate):
-            return candidate
-    return vocab.tokens[0]
-
-
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop rows logged after ``step`` (by a run that stopped after its last checkpoint)."""
     if not path.exists():
@@ -512,12 +521,11 @@ def _truncate_metrics(path: Path, step: int) -> None:
     keep = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue
-    from .atomic import write_atomic
-
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            keep.append(line)
     write_atomic(path, "".join(line + "\n" for line in keep))
 
 
