@@ -30,15 +30,16 @@ from .train import TrainConfig, Trainer, TrainingError, checkpoint_config, prepa
 
 __all__ = ["main"]
 
+# "{x}" is the layer's input (x_t, e_t or the layer below's h_t), "{f}" Elman's activation.
 EQUATIONS = {
-    "elman": ["h_t = f_h(V x_t + W h_{t-1} + b_h)"],
+    "elman": ["h_t = {f}(V {x} + W h_{{t-1}} + b_h)"],
     "lstm": [
-        "[i; f; g; o] = [σ; σ; tanh; σ](V x_t + W h_{t-1} + b)",
-        "c_t = f ⊙ c_{t-1} + i ⊙ g,   h_t = o ⊙ tanh(c_t)",
+        "[i; f; g; o] = [σ; σ; tanh; σ](V {x} + W h_{{t-1}} + b)",
+        "c_t = f ⊙ c_{{t-1}} + i ⊙ g,   h_t = o ⊙ tanh(c_t)",
     ],
     "gru": [
-        "[r; u] = σ(V_[r;z] x_t + W_[r;z] h_{t-1} + b_[r;z])",
-        "n_t = tanh(V_n x_t + b_n + r ⊙ (W_n h_{t-1} + b_hn)),   h_t = (1 − u) ⊙ n_t + u ⊙ h_{t-1}",
+        "[r; u] = σ(V_[r;u] {x} + W_[r;u] h_{{t-1}} + b_[r;u])   (u is PyTorch's z)",
+        "n_t = tanh(V_n {x} + b_n + r ⊙ (W_n h_{{t-1}} + b_hn)),   h_t = (1 − u) ⊙ n_t + u ⊙ h_{{t-1}}",
     ],
 }
 
@@ -291,11 +292,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         if best is not None:
             lines.append(f"            best validation loss {best:.4f} nats/token ({best / math.log(2):.3f} bits)")
     lines.append("equations")
+    layer_input = "x_t"
     if cfg.get("embedding_size"):
         lines.append("  e_t = E x_t   (x_t one-hot; a column of E)")
+        layer_input = "e_t"
     for k, spec in enumerate(cfg["layers"]):
         lines.append(f"  layer {k} ({spec['kind']}, H = {spec['hidden_size']}):")
-        lines.extend(f"    {eq}" for eq in EQUATIONS[spec["kind"]])
+        lines.extend(f"    {eq.format(x=layer_input, f=spec['activation'])}" for eq in EQUATIONS[spec["kind"]])
+        layer_input = f"h^({k})_t"  # the next layer reads this one's hidden state
     lines.append(f"  ŷ_t = {cfg['output']}(U h_t + b_y)   loss: {m.output.loss_name}")
     lines.append("parameters")
     lines.append(f"  {'name':<10} {'shape':<16} {'count':>12}")
