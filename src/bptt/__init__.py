@@ -20,5 +20,6 @@ from .network import RNN as RNN
 from .network import Forward as Forward
 from .network import LayerSpec as LayerSpec
 from .network import LossAndGrad as LossAndGrad
+from .network import Trace as Trace
 
 __version__ = "0.1.0"

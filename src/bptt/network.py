@@ -34,7 +34,7 @@ from .layers import ELMAN_NOTATIONS, ElmanLayer, GRULayer, Layer, LSTMLayer
 from .losses import get_output
 from .readout import Readout
 
-__all__ = ["RNN", "Forward", "LayerSpec", "LossAndGrad"]
+__all__ = ["RNN", "Forward", "LayerSpec", "LossAndGrad", "Trace"]
 
 LAYER_KINDS = ("elman", "lstm", "gru")
 
@@ -86,6 +86,31 @@ class Forward:
     state: dict[str, np.ndarray]
     x: np.ndarray
     caches: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Result of :meth:`RNN.trace`: a backward pass with every term of its sums kept.
+
+    ==========  =====================  ======================================================
+    field       shape                  meaning
+    ==========  =====================  ======================================================
+    grads       as ``backward``        the gradients
+    terms       name → (T, *shape)     each parameter's per-step terms; ``terms[n].sum(0)``
+                                       equals ``grads[n]`` (e.g. quiz Q3's ``Σ_t`` for b_y)
+    dh_direct   per layer (T, B, H_k)  ∂J/∂h_t through step t's consumers only (the output
+                                       layer, or the layer above), not through h_{t+1}
+    dh_total    per layer (T, B, H_k)  dJ/dh_t including every later step (BPTT's carry)
+    ==========  =====================  ======================================================
+
+    For the recurrent layers the step-``k`` term is where the weight *acted* (its
+    input at step k), summed over every loss that step reaches.
+    """
+
+    grads: dict[str, np.ndarray]
+    terms: dict[str, np.ndarray]
+    dh_direct: tuple[np.ndarray, ...]
+    dh_total: tuple[np.ndarray, ...]
 
 
 @dataclass(frozen=True)
@@ -479,6 +504,10 @@ class RNN:
             Gradients for every parameter, every initial state, and ``"x"`` for float inputs.
         """
         where = f"{self._name}.backward"
+        return self._backward(fwd, *self._backward_args(fwd, d_logits, d_state, where))
+
+    def _backward_args(self, fwd: object, d_logits: object, d_state: object, where: str):
+        """Checked ``(d_logits, per-layer final-state gradients or None)`` for :meth:`backward` and :meth:`trace`."""
         self._check_params(where)
         foreign = not isinstance(fwd, Forward) or len(fwd.caches) != self.num_layers
         if foreign or fwd.logits.shape[2] != self.output_size:
@@ -487,15 +516,43 @@ class RNN:
         if d_logits.shape != fwd.logits.shape:
             raise ValueError(f"{where}: d_logits must have shape {fwd.logits.shape}, got {d_logits.shape}")
         d_logits = _checks.float_array(d_logits, "d_logits", self.dtype, where)
-        d_final = None
-        if d_state is not None:
-            if not isinstance(d_state, Mapping):
-                raise TypeError(f"{where}: d_state must be a dict keyed like fwd.state {list(fwd.state)}")
-            d_final = self._state(dict(d_state), fwd.logits.shape[1], f"{where}: d_state")
-        return self._backward(fwd, d_logits, d_final)
+        if d_state is None:
+            return d_logits, None
+        if not isinstance(d_state, Mapping):
+            raise TypeError(f"{where}: d_state must be a dict keyed like fwd.state {list(fwd.state)}")
+        return d_logits, self._state(dict(d_state), fwd.logits.shape[1], f"{where}: d_state")
 
-    def _backward(self, fwd: Forward, d_logits: np.ndarray, d_final: tuple | None = None) -> dict[str, np.ndarray]:
-        """:meth:`backward` on checked arguments; ``d_final`` holds per-layer state gradients (or ``None``)."""
+    def trace(self, fwd: Forward, d_logits: np.ndarray, d_state: Mapping[str, np.ndarray] | None = None) -> Trace:
+        """Backpropagate like :meth:`backward`, keeping every term of BPTT's sums over time.
+
+        Returns a :class:`Trace`: the gradients, each parameter's per-step terms (the
+        ``Σ_t`` of the lecture's formulas, one entry per step), and for every layer the
+        direct ``∂J/∂h_t`` (through step t's own consumers) and the total ``dJ/dh_t``.
+        """
+        where = f"{self._name}.trace"
+        d_logits, d_final = self._backward_args(fwd, d_logits, d_state, where)
+        collected: dict = {}
+        grads = self._backward(fwd, d_logits, d_final, collected)
+        terms = self.readout.param_terms(d_logits, fwd.hidden[-1], fwd.x)
+        for k, layer in enumerate(self.layers):
+            terms.update(layer.param_terms(self.params, fwd.caches[k], collected[k][1]))
+        if self.embedding_size is not None:
+            x = fwd.x if fwd.x.dtype.kind == "f" else np.eye(self.input_size, dtype=self.dtype)[fwd.x]
+            terms["E"] = np.einsum("tbe,tbd->ted", collected["d_embed"], x)  # de_t x_tᵀ per step
+        return Trace(
+            grads=grads,
+            terms={name: terms[name] for name in self._shapes},
+            dh_direct=tuple(collected[k][0] for k in range(self.num_layers)),
+            dh_total=tuple(collected[k][1].dh for k in range(self.num_layers)),
+        )
+
+    def _backward(
+        self, fwd: Forward, d_logits: np.ndarray, d_final: tuple | None = None, collect: dict | None = None
+    ) -> dict[str, np.ndarray]:
+        """:meth:`backward` on checked arguments; ``d_final`` holds per-layer state gradients (or ``None``).
+
+        ``collect``, when given, receives each layer's direct gradient and adjoints (for :meth:`trace`).
+        """
         x = fwd.x
         dense = x.dtype.kind == "f"
         grads, dH, dx_skip = self.readout.backward(self.params, d_logits, fwd.hidden[-1], x, dense)
@@ -505,10 +562,14 @@ class RNN:
             layer = self.layers[k]
             need_dx = k > 0 or dense or self.embedding_size is not None
             dT = None if d_final is None else d_final[k]
-            layer_grads, dx, d0 = layer.backward(self.params, fwd.caches[k], dH, dT, need_dx)
+            layer_grads, dx, adj = layer.backward(self.params, fwd.caches[k], dH, dT, need_dx)
+            if collect is not None:
+                collect[k] = (dH, adj)
             grads.update(layer_grads)
-            state_grads.update(zip(layer.state_names, d0, strict=True))
+            state_grads.update(zip(layer.state_names, adj.dstate0, strict=True))
             dH = dx
+        if collect is not None:
+            collect["d_embed"] = dx
         if self.embedding_size is not None:
             grads["E"], dx = project_backward(dx, x, self.params["E"], dense)  # ∂J/∂E = Σ_t de_t x_tᵀ
         ordered = {name: grads[name] for name in self._shapes}

@@ -137,21 +137,32 @@ class Readout:
         Returns ``(grads, dH, dx)``: parameter gradients, ``∂J/∂h_t`` through the
         output (T, B, H), and ``∂J/∂x_t`` through the skip (or ``None``).
         """
-        U, U_x, b = self.weights(params)
+        U, U_x, _ = self.weights(params)
         T, B, Hs = H.shape
         dZ2 = dZ.reshape(T * B, self.output_size)
         dU = dZ2.T @ H.reshape(T * B, Hs)  # Σ_t dz2_t h_tᵀ
         dH = (dZ2 @ U).reshape(T, B, Hs)  # Uᵀ dz2_t, every step
-        dx = None
-        n_out, n_skip, n_b, n_fused = READOUT_NOTATIONS[self.notation]
+        dx = dU_x = None
         if U_x is not None:
             dU_x, dx = project_backward(dZ, x, U_x, need_dx)
-            if self._fused:
-                grads = {n_fused: np.concatenate((dU, dU_x), axis=1)}
-            else:
-                grads = {n_out: dU, n_skip: dU_x}
+        return self._pack(dU, dU_x, dZ2.sum(axis=0)), dH, dx  # b_y: Σ_t dz2_t, one term per step (quiz Q3)
+
+    def param_terms(self, dZ, H, x) -> dict[str, np.ndarray]:
+        """The per-step terms of each parameter's sum over time: ``{name: (T, *shape)}``."""
+        if x.dtype.kind in "iu":
+            x = np.eye(self.input_size, dtype=dZ.dtype)[x]  # one-hot: a diagnostic, not a hot path
+        dU = np.einsum("tbo,tbh->toh", dZ, H)
+        dU_x = np.einsum("tbo,tbd->tod", dZ, x) if self.reads_input else None
+        return self._pack(dU, dU_x, dZ.sum(axis=1))
+
+    def _pack(self, dU, dU_x, db) -> dict[str, np.ndarray]:
+        n_out, n_skip, n_b, n_fused = READOUT_NOTATIONS[self.notation]
+        if self._fused:
+            grads = {n_fused: np.concatenate((dU, dU_x), axis=-1)}
+        elif dU_x is not None:
+            grads = {n_out: dU, n_skip: dU_x}
         else:
             grads = {n_out: dU}
-        if b is not None:
-            grads[n_b] = dZ2.sum(axis=0)  # Σ_t dz2_t: one term per step (quiz Q3)
-        return grads, dH, dx
+        if self.bias:
+            grads[n_b] = db
+        return grads

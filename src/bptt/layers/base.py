@@ -13,13 +13,40 @@ the LSTM) is ``(B, H)``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Layer", "freeze", "uniform"]
+from ..inputs import is_tokens, project_backward
+
+__all__ = ["Adjoints", "Layer", "freeze", "previous_states", "uniform"]
 
 State = tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class Adjoints:
+    """Per-step gradients from a layer's backward loop (the quantities BPTT carries).
+
+    Every parameter gradient is a sum over steps of one of the first two times an
+    input of that step: ``∂J/∂V = Σ_t d_in_tᵀ x_t``, ``∂J/∂W = Σ_t d_rec_tᵀ h_{t-1}``.
+
+    ======  ===========  ===================================================================
+    field   shape        meaning
+    ======  ===========  ===================================================================
+    d_in    (T, B, G·H)  ∂J/∂ of the input-side pre-activations ``V x_t + b`` (G gates)
+    d_rec   (T, B, G·H)  ∂J/∂ of the recurrent-side pre-activations ``W h_{t-1}``
+    dh      (T, B, H)    total ∂J/∂h_t: direct term plus everything through later steps
+    dstate0 tuple        ∂J/∂ of the initial state variables, each (B, H)
+    ======  ===========  ===================================================================
+    """
+
+    d_in: np.ndarray
+    d_rec: np.ndarray
+    dh: np.ndarray
+    dstate0: State
 
 
 def freeze(*arrays: np.ndarray | None) -> None:
@@ -68,6 +95,23 @@ class Layer(ABC):
         """
 
     @abstractmethod
+    def adjoints(self, params: dict[str, np.ndarray], cache: Any, dH: np.ndarray, dstate_T: State | None) -> Adjoints:
+        """The backward loop: from ``dH = ∂J/∂h_t`` (direct terms only, ``(T, B, H)``) to :class:`Adjoints`.
+
+        ``dstate_T`` is the gradient arriving at the final state from beyond the
+        window (``None`` for zero).
+        """
+
+    @abstractmethod
+    def input_weight(self, params: dict[str, np.ndarray]) -> np.ndarray:
+        """``V`` of shape ``(G·H, D)``, the matrix applied to ``x_t`` (a view for fused notations)."""
+
+    @abstractmethod
+    def _pack(
+        self, dV: np.ndarray, dW: np.ndarray, adj: Adjoints, total: Callable[[np.ndarray], np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Name the input and recurrent weight gradients; biases are ``total`` of the adjoints."""
+
     def backward(
         self,
         params: dict[str, np.ndarray],
@@ -75,12 +119,26 @@ class Layer(ABC):
         dH: np.ndarray,
         dstate_T: State | None,
         need_dx: bool,
-    ) -> tuple[dict[str, np.ndarray], np.ndarray | None, State]:
-        """Backpropagate ``dH = ∂J/∂h_t`` (direct terms only, ``(T, B, H)``) through time.
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None, Adjoints]:
+        """BPTT through the layer; returns ``(grads, dx, adjoints)``.
 
-        ``dstate_T`` is the gradient arriving at the final state from beyond the
-        window (``None`` for zero). Returns ``(grads, dx, dstate0)``.
+        The sums over time are single matrix products over all ``T·B`` rows.
         """
+        adj = self.adjoints(params, cache, dH, dstate_T)
+        T, B, G = adj.d_in.shape
+        H_prev = previous_states(cache).reshape(T * B, self.hidden_size)
+        dW = adj.d_rec.reshape(T * B, G).T @ H_prev  # Σ_t d_rec_tᵀ h_{t-1}
+        dV, dx = project_backward(adj.d_in, cache.x, self.input_weight(params), need_dx and not is_tokens(cache.x))
+        return self._pack(dV, dW, adj, lambda a: a.sum(axis=(0, 1))), dx, adj
+
+    def param_terms(self, params: dict[str, np.ndarray], cache: Any, adj: Adjoints) -> dict[str, np.ndarray]:
+        """The terms of the sums over time: ``{name: (T, *shape)}``, summing to the gradients."""
+        x = cache.x
+        if is_tokens(x):
+            x = np.eye(self.input_size, dtype=adj.d_in.dtype)[x]  # one-hot: a diagnostic, not a hot path
+        dW = np.einsum("tbg,tbh->tgh", adj.d_rec, previous_states(cache))
+        dV = np.einsum("tbg,tbd->tgd", adj.d_in, x)
+        return self._pack(dV, dW, adj, lambda a: a.sum(axis=1))
 
     @abstractmethod
     def state_at(self, cache: Any, t: int) -> State:
@@ -89,3 +147,8 @@ class Layer(ABC):
     @abstractmethod
     def step(self, params: dict[str, np.ndarray], x_t: np.ndarray, state: State) -> State:
         """One step: ``x_t`` of shape ``(B, D)`` (or ``(B,)`` token ids) → new state."""
+
+
+def previous_states(cache: Any) -> np.ndarray:
+    """``h_0 .. h_{T-1}``, the hidden state each step starts from, ``(T, B, H)``."""
+    return np.concatenate((cache.h0[None], cache.H[:-1]), axis=0)

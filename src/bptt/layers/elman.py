@@ -38,8 +38,8 @@ from functools import cached_property
 import numpy as np
 
 from ..activations import Activation
-from ..inputs import is_tokens, project, project_backward
-from .base import Layer, freeze, uniform
+from ..inputs import is_tokens, project
+from .base import Adjoints, Layer, freeze, uniform
 
 __all__ = ["ELMAN_NOTATIONS", "ElmanCache", "ElmanLayer"]
 
@@ -140,32 +140,29 @@ class ElmanLayer(Layer):
         freeze(H)
         return H, (h.copy(),), cache
 
-    def backward(self, params, cache: ElmanCache, dH, dstate_T, need_dx):
-        V, W, b = self.weights(params)
-        df = self.activation.df
+    def input_weight(self, params):
+        return self.weights(params)[0]
+
+    def adjoints(self, params, cache: ElmanCache, dH, dstate_T) -> Adjoints:
+        W = self.weights(params)[1]
         H = cache.H
         T, B, Hs = H.shape
-        dA = df(H)  # f_h'(a_t) for every step at once; becomes ∂J/∂a_t in the loop
+        dA = self.activation.df(H)  # f_h'(a_t) for every step at once; becomes ∂J/∂a_t in the loop
+        DH = np.empty_like(H)  # total ∂J/∂h_t
         dh_next = np.zeros((B, Hs), H.dtype) if dstate_T is None else dstate_T[0]
-        dh = np.empty((B, Hs), H.dtype)
         for t in range(T - 1, -1, -1):
-            np.add(dH[t], dh_next, out=dh)  # direct term + everything from later steps
+            dh = np.add(dH[t], dh_next, out=DH[t])  # direct term + everything from later steps
             da = dA[t]
             da *= dh  # through f_h
             dh_next = da @ W  # into h_{t-1}
-        # Σ_t terms as single products over all T·B rows.
-        H_prev = np.concatenate((cache.h0[None], H[:-1]), axis=0).reshape(T * B, Hs)
-        dA2 = dA.reshape(T * B, Hs)
-        dW = dA2.T @ H_prev
-        dV, dx = project_backward(dA, cache.x, V, need_dx and not is_tokens(cache.x))
+        return Adjoints(d_in=dA, d_rec=dA, dh=DH, dstate0=(dh_next,))
+
+    def _pack(self, dV, dW, adj, total):
         n_in, n_rec, n_b = self.names
-        if self.notation == "concat":
-            grads = {n_in: np.concatenate((dW, dV), axis=1)}
-        else:
-            grads = {n_in: dV, n_rec: dW}
-        if b is not None:
-            grads[n_b] = dA2.sum(axis=0)
-        return grads, dx, (dh_next,)
+        grads = {n_in: np.concatenate((dW, dV), axis=-1)} if self.notation == "concat" else {n_in: dV, n_rec: dW}
+        if self.bias:
+            grads[n_b] = total(adj.d_in)
+        return grads
 
     def state_at(self, cache, t):
         return (cache.H[t],)

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..activations import sigmoid
-from ..inputs import is_tokens, project, project_backward
-from .base import Layer, freeze, uniform
+from ..inputs import is_tokens, project
+from .base import Adjoints, Layer, freeze, previous_states, uniform
 
 __all__ = ["GRUCache", "GRULayer"]
 
@@ -125,14 +125,17 @@ class GRULayer(Layer):
         freeze(G, Hn, H)
         return H, (h,), cache
 
-    def backward(self, params, cache: GRUCache, dH, dstate_T, need_dx):
-        V, W, b, _ = self._weights(params)
+    def input_weight(self, params):
+        return params["V" + self.suffix]
+
+    def adjoints(self, params, cache: GRUCache, dH, dstate_T) -> Adjoints:
+        W = params["W" + self.suffix]
         Hs = self.hidden_size
-        G, Hn, H = cache.G, cache.Hn, cache.H
+        G, Hn = cache.G, cache.Hn
         T, B, _ = G.shape
         blocks = G.reshape(T, B, 3, Hs)
         R, U, N = blocks[:, :, 0], blocks[:, :, 1], blocks[:, :, 2]
-        H_prev = np.concatenate((cache.h0[None], H[:-1]), axis=0)
+        H_prev = previous_states(cache)
         # Local factors that do not depend on the recurrence, for every step at once: each
         # pre-activation's gradient is dh_t times one of them.
         Mx = np.empty((T, B, 3, Hs), G.dtype)  # input side [r, u, n]
@@ -149,15 +152,15 @@ class GRULayer(Layer):
             np.multiply(Mh[t], dh[:, None, :], out=dZh[t])
             dh_next = dh * U[t] + dZh[t].reshape(B, 3 * Hs) @ W  # into h_{t-1}: directly and through W
         dZx = np.multiply(Mx, DH[:, :, None, :], out=Mx).reshape(T, B, 3 * Hs)
-        H_prev = H_prev.reshape(T * B, Hs)
-        dZh2 = dZh.reshape(T * B, 3 * Hs)
-        dV, dx = project_backward(dZx, cache.x, V, need_dx and not is_tokens(cache.x))
+        return Adjoints(d_in=dZx, d_rec=dZh.reshape(T, B, 3 * Hs), dh=DH, dstate0=(dh_next,))
+
+    def _pack(self, dV, dW, adj, total):
         s = self.suffix
-        grads = {"V" + s: dV, "W" + s: dZh2.T @ H_prev}
-        if b is not None:
-            grads["b" + s] = dZx.reshape(T * B, 3 * Hs).sum(axis=0)
-            grads["b_hn" + s] = dZh2[:, 2 * Hs :].sum(axis=0)
-        return grads, dx, (dh_next,)
+        grads = {"V" + s: dV, "W" + s: dW}
+        if self.bias:
+            grads["b" + s] = total(adj.d_in)
+            grads["b_hn" + s] = total(adj.d_rec[..., 2 * self.hidden_size :])  # inside r ⊙ (W_n h + b_hn)
+        return grads
 
     def state_at(self, cache, t):
         return (cache.H[t],)

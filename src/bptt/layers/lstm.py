@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..activations import sigmoid
-from ..inputs import is_tokens, project, project_backward
-from .base import Layer, freeze, uniform
+from ..inputs import is_tokens, project
+from .base import Adjoints, Layer, freeze, uniform
 
 __all__ = ["LSTMCache", "LSTMLayer"]
 
@@ -144,10 +144,13 @@ class LSTMLayer(Layer):
         freeze(G, C, tanhC, H)
         return H, (h.copy(), c.copy()), cache
 
-    def backward(self, params, cache: LSTMCache, dH, dstate_T, need_dx):
-        V, W, b = self._weights(params)
+    def input_weight(self, params):
+        return params["V" + self.suffix]
+
+    def adjoints(self, params, cache: LSTMCache, dH, dstate_T) -> Adjoints:
+        W = params["W" + self.suffix]
         Hs = self.hidden_size
-        G, C, tanhC, H = cache.G, cache.C, cache.tanhC, cache.H
+        G, C, tanhC = cache.G, cache.C, cache.tanhC
         T, B, _ = G.shape
         blocks = G.reshape(T, B, 4, Hs)
         I, F, Gc, O = blocks[:, :, 0], blocks[:, :, 1], blocks[:, :, 2], blocks[:, :, 3]
@@ -167,10 +170,10 @@ class LSTMLayer(Layer):
             dc_next = np.zeros((B, Hs), G.dtype)
         else:
             dh_next, dc_next = dstate_T
-        dh = np.empty((B, Hs), G.dtype)
+        DH = np.empty((T, B, Hs), G.dtype)  # total ∂J/∂h_t
         dc = np.empty((B, Hs), G.dtype)
         for t in range(T - 1, -1, -1):
-            np.add(dH[t], dh_next, out=dh)  # direct term + everything from later steps
+            dh = np.add(dH[t], dh_next, out=DH[t])  # direct term + everything from later steps
             np.multiply(dh, dh_dc[t], out=dc)  # through h_t = o ⊙ tanh(c_t) ...
             dc += dc_next  # ... plus c_t's path into c_{t+1}
             dz = dZ[t]
@@ -178,15 +181,15 @@ class LSTMLayer(Layer):
             np.multiply(M[t, :, 3], dh, out=dz[:, 3])  # o gate, through h_t
             dc_next = dc * F[t]  # into c_{t-1}
             dh_next = dz.reshape(B, 4 * Hs) @ W  # into h_{t-1}
-        H_prev = np.concatenate((cache.h0[None], H[:-1]), axis=0).reshape(T * B, Hs)
         dZ = dZ.reshape(T, B, 4 * Hs)
-        dZ2 = dZ.reshape(T * B, 4 * Hs)
-        dV, dx = project_backward(dZ, cache.x, V, need_dx and not is_tokens(cache.x))
+        return Adjoints(d_in=dZ, d_rec=dZ, dh=DH, dstate0=(dh_next, dc_next))
+
+    def _pack(self, dV, dW, adj, total):
         s = self.suffix
-        grads = {"V" + s: dV, "W" + s: dZ2.T @ H_prev}
-        if b is not None:
-            grads["b" + s] = dZ2.sum(axis=0)
-        return grads, dx, (dh_next, dc_next)
+        grads = {"V" + s: dV, "W" + s: dW}
+        if self.bias:
+            grads["b" + s] = total(adj.d_in)
+        return grads
 
     def state_at(self, cache, t):
         return (cache.H[t], cache.C[t])
