@@ -12,6 +12,8 @@ from .generate import Generation as Generation
 from .generate import generate as generate
 from .gradcheck import GradcheckReport as GradcheckReport
 from .gradcheck import gradcheck as gradcheck
+from .jacobians import JacobianMap as JacobianMap
+from .jacobians import jacobian_map as jacobian_map
 from .losses import OUTPUTS as OUTPUTS
 from .models import GRU as GRU
 from .models import LSTM as LSTM

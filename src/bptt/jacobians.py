@@ -44,7 +44,7 @@ no Ritz value changes by more than 1e-10 relative, after ``iterations`` steps, o
 after ``S`` steps (the whole space: exact). The reported value is ``‖Pᵀu‖`` with ``u``
 the unit vector along ``P v`` for the final Ritz vector ``v``: never above ``‖P‖₂``
 (an estimate from below), with the finite differences' error entering only to second
-order. On the test models it agrees with the exact norms to better than 1e-9.
+order. On the test models (S up to 32) it agrees with the exact norms to 1e-11 or better.
 Windows of equal length ``t − k`` run side by side along the batch axis; the cost is
 about ``T³/6`` single-step passes, forward and backward, per Lanczos step.
 """
@@ -185,7 +185,9 @@ def jacobian_map(
         raise TypeError(f"{where}: model must be a bptt network (Elman, LSTM, GRU or RNN), got {type(model).__name__}")
     if not isinstance(norm, str) or norm not in NORMS:
         raise ValueError(f"{where}: norm must be one of {list(NORMS)}, got {norm!r}")
-    if isinstance(exact_up_to, bool) or not isinstance(exact_up_to, numbers.Integral) or exact_up_to < 0:
+    if isinstance(exact_up_to, bool) or not isinstance(exact_up_to, numbers.Integral):
+        raise TypeError(f"{where}: exact_up_to must be a non-negative integer, got {exact_up_to!r}")
+    if exact_up_to < 0:
         raise ValueError(f"{where}: exact_up_to must be a non-negative integer, got {exact_up_to!r}")
     iterations = _checks.positive_int(iterations, "iterations", where)
     rng = _checks.generator(seed, where)
