@@ -12,7 +12,7 @@ import pytest
 import bptt
 from bptt.checkpoint import load_checkpoint
 from bptt.cli import main
-from bptt.train import TrainConfig, Trainer, TrainingError, evaluate_loss, prepare_data
+from bptt.train import TrainConfig, Trainer, TrainingError, TrainState, build_model, evaluate_loss, prepare_data
 
 TEXT = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(400))
 
@@ -351,3 +351,118 @@ def test_tiny_temperature_is_greedy(trained, capsys):
     greedy = run_cli(capsys, "sample", trained, "--prime", "def ", "-n", 30, "--greedy")[1]
     cold = run_cli(capsys, "sample", trained, "--prime", "def ", "-n", 30, "--temperature", "1e-300")
     assert cold[0] == 0 and cold[1] == greedy and cold[2] == ""
+
+
+# -- training health: gradient norms, clipping, spectral norms, saturation ---------------------------
+
+
+def _recording(tr):
+    """Wrap ``tr.train_step`` so that every step's outputs are kept, in order."""
+    outs, step = [], tr.train_step
+
+    def train_step():
+        outs.append(step())
+        return outs[-1]
+
+    tr.train_step = train_step
+    return outs
+
+
+def _rows(folder):
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_metrics_rows_carry_the_gradient_health_of_every_parameter_and_layer(tmp_path, corpus):
+    cfg = small(cell="gru", num_layers=2, dtype="float64", steps=10, eval_every=4)
+    data = prepare_data([corpus], cfg)
+    tr = Trainer(cfg, data, tmp_path, log=lambda m: None)
+    outs = _recording(tr)
+    tr.run()
+    rows = _rows(tmp_path)
+    assert [r["step"] for r in rows] == [4, 8, 10]
+    for row, (lo, hi) in zip(rows, [(0, 4), (4, 8), (8, 10)], strict=True):
+        norms = [o["grad_norm"] for o in outs[lo:hi]]
+        assert row["grad_norm"] == norms[-1]
+        assert row["grad_norm_max"] == max(norms)
+        assert row["grad_norm_mean"] == pytest.approx(sum(norms) / len(norms), rel=1e-15)
+        assert row["clipped_steps"] == sum(o["clipped"] for o in outs[lo:hi])
+        per_param = [row[f"grad_norm/{k}"] for k in tr.model.params]
+        assert all(v > 0 for v in per_param)
+        assert math.sqrt(sum(v * v for v in per_param)) == pytest.approx(row["grad_norm"], rel=1e-12)
+        for k in range(2):
+            assert row[f"spectral_norm/layer{k}"] > 0 and row[f"spectral_radius/layer{k}"] > 0
+            assert 0.0 <= row[f"saturation/layer{k}"] <= 1.0
+    for k in range(2):  # the last row describes the final weights
+        W = tr.model.params[f"W_l{k}"]
+        assert rows[-1][f"spectral_norm/layer{k}"] == pytest.approx(np.linalg.norm(W, 2), rel=1e-12)
+
+
+@pytest.mark.parametrize("clip", [1e-8, None])
+def test_clipped_steps_counts_the_clipped_steps_of_each_interval(tmp_path, corpus, clip):
+    cfg = small(cell="elman", steps=10, eval_every=4, clip=clip)
+    data = prepare_data([corpus], cfg)
+    lines = []
+    Trainer(cfg, data, tmp_path, log=lines.append).run()
+    rows = _rows(tmp_path)
+    expected = [4, 4, 2] if clip is not None else [0, 0, 0]  # a tiny threshold clips every step
+    assert [r["clipped_steps"] for r in rows] == expected
+    evaluations = [line for line in lines if line.startswith("step ") and "val bpc" in line]
+    assert len(evaluations) == 3
+    warned = [line for line in evaluations if "warning: gradient clipped on" in line]
+    assert len(warned) == (3 if clip is not None else 0), evaluations
+    if clip is not None:
+        assert "gradient clipped on 4 of 4 steps" in warned[0]
+
+
+def test_health_metrics_match_a_fresh_backward_pass_at_the_same_state(tmp_path, corpus):
+    """The last step's per-parameter norms and saturation, recomputed from the weights before it."""
+    cfg = small(cell="elman", dtype="float64", steps=4, eval_every=4, optimizer="sgd", lr=0.05)
+    data = prepare_data([corpus], cfg)
+    model = build_model(cfg, len(data.vocab))
+    for p in model.params.values():
+        p *= 3.0  # some tanh units saturate
+    tr = Trainer(cfg, data, tmp_path, model=model, log=lambda m: None)
+    for _ in range(3):
+        tr.train_step()
+    before, carried, pos = tr.model.copy(), dict(tr.state.carried), tr.state.pos
+    tr.run()  # step 4, then the evaluation
+    (row,) = _rows(tmp_path)
+    x, y = tr.streams[:, pos : pos + 8].T, tr.streams[:, pos + 1 : pos + 9].T
+    fresh = before.loss_and_grad(x, y, carried, loss_weights=np.full(x.shape, 1 / 8))
+    for k, g in fresh.grads.items():
+        if k in before.params:
+            assert row[f"grad_norm/{k}"] == pytest.approx(np.linalg.norm(g), rel=1e-12), k
+    H = fresh.forward.hidden[0]  # (T, B, H): every step of every stream
+    saturation = float(np.mean(np.abs(H) > 0.99))
+    assert 0.0 < saturation < 1.0
+    assert row["saturation/layer0"] == pytest.approx(saturation, rel=1e-12)
+    assert row["spectral_norm/layer0"] == pytest.approx(np.linalg.norm(tr.model.params["W"], 2), rel=1e-12)
+    radius = np.abs(np.linalg.eigvals(tr.model.params["W"])).max()
+    assert row["spectral_radius/layer0"] == pytest.approx(radius, rel=1e-12)
+
+
+def test_a_saturated_layer_is_reported_on_the_evaluation_line(tmp_path, corpus):
+    cfg = small(cell="elman", steps=2, eval_every=2, optimizer="sgd", lr=1e-6, clip=None)
+    data = prepare_data([corpus], cfg)
+    model = build_model(cfg, len(data.vocab))
+    model.params["b_h"][...] = 5.0  # tanh(5 + small) > 0.99: nearly every unit saturated
+    lines = []
+    Trainer(cfg, data, tmp_path, model=model, log=lines.append).run()
+    (row,) = _rows(tmp_path)
+    assert row["saturation/layer0"] > 0.9
+    (line,) = [line for line in lines if line.startswith("step 2: ")]
+    assert "of layer 0's units saturated" in line and "clipped" not in line
+
+
+def test_checkpoints_without_gradient_statistics_still_resume(tmp_path, corpus):
+    cfg = small(steps=4, eval_every=2)
+    data = prepare_data([corpus], cfg)
+    tr = Trainer(cfg, data, tmp_path, log=lambda m: None)
+    tr.should_stop = lambda: tr.state.step >= 3
+    tr.run()
+    rec = tr.state.record()
+    assert rec["clipped_steps"] == tr.state.clipped_steps and rec["grad_norm_sum"] > 0
+    old = {k: v for k, v in rec.items() if k not in ("grad_norm_max", "grad_norm_sum", "clipped_steps")}
+    state = TrainState.from_record(old, tr.state.carried)
+    assert (state.grad_norm_max, state.grad_norm_sum, state.clipped_steps) == (0.0, 0.0, 0)
+    assert state.step == 3 and state.window_n == 1

@@ -8,6 +8,10 @@ The public API::
 """
 
 from .activations import HIDDEN_ACTIVATIONS as HIDDEN_ACTIVATIONS
+from .decompose import GapDecomposition as GapDecomposition
+from .decompose import gradient_by_gap as gradient_by_gap
+from .dependence import Dependence as Dependence
+from .dependence import gradient_dependence as gradient_dependence
 from .generate import Generation as Generation
 from .generate import generate as generate
 from .gradcheck import GradcheckReport as GradcheckReport
@@ -23,5 +27,8 @@ from .network import Forward as Forward
 from .network import LayerSpec as LayerSpec
 from .network import LossAndGrad as LossAndGrad
 from .network import Trace as Trace
+from .sensitivity import InputSensitivity as InputSensitivity
+from .sensitivity import input_sensitivity as input_sensitivity
+from .sensitivity import robust_z_scores as robust_z_scores
 
 __version__ = "0.1.0"

@@ -25,6 +25,7 @@ import numpy as np
 from . import _checks
 from .checkpoint import CheckpointError, load_checkpoint
 from .corpus import CorpusError
+from .plots import PlotError, require_matplotlib
 from .sampling import default_prime, sample_text
 from .train import TrainConfig, Trainer, TrainingError, checkpoint_config, prepare_data
 
@@ -120,6 +121,18 @@ def _parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="architecture, equations and parameter table of a checkpoint")
     i.add_argument("checkpoint", metavar="CKPT")
+
+    e = sub.add_parser("explain", help="inside BPTT on a text: Jacobian products, gradient by gap, input sensitivity")
+    e.add_argument("checkpoint", metavar="CKPT")
+    e.add_argument("--text", required=True, help="the text the model reads (its units must be in the vocabulary)")
+    e.add_argument("--out", default=None, help="folder for explain.json and the PNGs (default: CKPT's folder/explain)")
+    e.add_argument("--param", default=None, help="parameter to decompose by gap (default: the recurrent weight)")
+    e.add_argument("--no-plots", action="store_true", help="write only explain.json (no matplotlib needed)")
+
+    r = sub.add_parser("report", help="one self-contained HTML page for a training run")
+    r.add_argument("run_dir", metavar="RUN_DIR")
+    r.add_argument("--text", default=None, help="text to explain (default: the start of a sample)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the sample shown")
     return p
 
 
@@ -310,7 +323,31 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info}
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain_text, write_explanation
+
+    if not args.no_plots:
+        require_matplotlib()  # fail before any work when matplotlib is missing
+    ckpt = load_checkpoint(args.checkpoint)
+    if ckpt.vocab is None:
+        raise UsageError(f"{args.checkpoint}: checkpoint has no vocabulary (not a language model)")
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "explain"
+    _check_writable(out)
+    ex = explain_text(ckpt.model, ckpt.vocab, args.text, args.param)
+    for path in write_explanation(ex, out, plots=not args.no_plots):
+        print(path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    require_matplotlib()
+    print(write_report(args.run_dir, text=args.text, seed=args.seed))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "explain": cmd_explain, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`bptt sample … | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # silence the flush at exit
         return 0
-    except (UsageError, CorpusError, CheckpointError, TrainingError, ValueError, TypeError, OSError) as exc:
+    except (UsageError, CorpusError, CheckpointError, TrainingError, PlotError, ValueError, TypeError, OSError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"bptt: error: {message}", file=sys.stderr)
         return 2

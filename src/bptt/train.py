@@ -18,6 +18,35 @@ Everything that decides the next step lives in :class:`TrainState` (step,
 stream position, carried hidden state, optimizer moments, RNG state), and a
 checkpoint stores all of it: a run stopped and resumed equals the
 uninterrupted run bit for bit on the same machine and thread count.
+
+**Training health.** Every ``metrics.jsonl`` row (one per evaluation) also shows
+whether gradients explode or vanish, from values the training steps computed
+anyway (no extra forward or backward pass):
+
+============================  ===============================================================
+key                           meaning
+============================  ===============================================================
+``grad_norm``                 global ‖∂J/∂θ‖ of the interval's last step, before clipping
+``grad_norm_max``             largest global norm over the steps since the last evaluation
+``grad_norm_mean``            their mean
+``clipped_steps``             how many of those steps were clipped (norm > ``clip``)
+``grad_norm/<param>``         per parameter (``grad_norm/W``, ``grad_norm/W_l1``, …), at the
+                              interval's last step, before clipping: a snapshot like
+                              ``grad_norm`` (spikes in between show in ``grad_norm_max``)
+``spectral_norm/layer<k>``    ‖W‖₂ of layer k's recurrent weight after the last update (the
+                              whole ``(G·H, H)`` gate stack of an LSTM/GRU layer)
+``spectral_radius/layer<k>``  its largest |eigenvalue| (over the gate blocks for LSTM/GRU):
+                              above 1 the products ``W^g`` of BPTT can explode, below 1 vanish
+``saturation/layer<k>``       fraction of layer k's units saturated (``|tanh| > 0.99``, σ
+                              outside [0.01, 0.99], ReLU at 0), averaged over every step and
+                              stream of the interval's last training window
+============================  ===============================================================
+
+The evaluation log line gets a short warning when more than half of the interval's
+steps were clipped or a layer is more than 90% saturated.
+
+The interval's running values (max, sum, clip count) live in :class:`TrainState`
+and are checkpointed, so a resumed run writes the same rows.
 """
 
 from __future__ import annotations
@@ -28,7 +57,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +66,9 @@ import numpy as np
 from .atomic import write_atomic
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .corpus import read_corpus
+from .jacobians import _recurrent_weights, _saturation
 from .models import GRU, LSTM, Elman
-from .network import RNN
+from .network import RNN, Forward
 from .optim import Optimizer, clip_grad_norm, make_optimizer
 from .sampling import default_prime, sample_text
 from .schedules import Schedule
@@ -49,6 +79,8 @@ __all__ = ["TrainConfig", "Trainer", "TrainingError", "prepare_data"]
 CELLS = {"elman": Elman, "lstm": LSTM, "gru": GRU}
 DEFAULT_WORD_VOCAB = 10_000  # word level without max_vocab: the most frequent 9,999 words and <unk>
 LN2 = math.log(2.0)
+CLIPPED_ALARM = 0.5  # a health note when more than this fraction of an interval's steps was clipped
+SATURATED_ALARM = 0.9  # … or when more than this fraction of a layer's units is saturated
 
 
 class TrainingError(RuntimeError):
@@ -242,6 +274,9 @@ def _streams(ids: np.ndarray, batch_size: int) -> np.ndarray:
     return np.ascontiguousarray(ids[: batch_size * L].reshape(batch_size, L))
 
 
+HEALTH_FIELDS = ("grad_norm_max", "grad_norm_sum", "clipped_steps")  # TrainState's gradient statistics
+
+
 @dataclass
 class TrainState:
     """Everything that decides the rest of a run (saved in checkpoints)."""
@@ -254,6 +289,9 @@ class TrainState:
     bad_evals: int = 0
     window_loss: float = 0.0  # sum of training losses since the last evaluation
     window_n: int = 0
+    grad_norm_max: float = 0.0  # largest global gradient norm since the last evaluation
+    grad_norm_sum: float = 0.0  # their sum (for the mean)
+    clipped_steps: int = 0  # steps since the last evaluation whose gradient was clipped
     stopped: str | None = None  # why the run ended early (early stopping), if it did
     carried: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -263,8 +301,15 @@ class TrainState:
 
     @classmethod
     def from_record(cls, rec: dict[str, Any], carried: dict[str, np.ndarray]) -> TrainState:
-        names = [f.name for f in fields(cls) if f.name != "carried"]
-        return cls(**{k: rec[k] for k in names}, carried={k: v.copy() for k, v in carried.items()})
+        names = [f.name for f in fields(cls) if f.name != "carried" and f.name not in HEALTH_FIELDS]
+        # Checkpoints written before the health metrics existed resume with an empty interval.
+        health = {k: rec[k] for k in HEALTH_FIELDS if k in rec}
+        return cls(**{k: rec[k] for k in names}, **health, carried={k: v.copy() for k, v in carried.items()})
+
+    def reset_interval(self) -> None:
+        """Start a new evaluation interval: clear the running loss and gradient statistics."""
+        self.window_loss, self.window_n = 0.0, 0
+        self.grad_norm_max, self.grad_norm_sum, self.clipped_steps = 0.0, 0.0, 0
 
 
 class Trainer:
@@ -305,6 +350,9 @@ class Trainer:
         self.state = TrainState(carried=self.model.initial_state(config.batch_size))
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.should_stop: Callable[[], bool] = lambda: False  # polled between steps (e.g. after Ctrl-C)
+        # The last train_step's forward pass, for the saturation metric (read at the evaluation
+        # that follows it in the same loop iteration, so it never needs to survive a checkpoint).
+        self._last_forward: Forward | None = None
 
     # -- checkpoints -----------------------------------------------------------------
     def _record(self) -> dict[str, Any]:
@@ -360,7 +408,12 @@ class Trainer:
 
     # -- one update ---------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
-        """One TBPTT(k1, k2) update; returns its loss, gradient norm and learning rate."""
+        """One TBPTT(k1, k2) update.
+
+        Returns its ``loss``, global ``grad_norm`` (before clipping), ``lr``, ``clipped``
+        (1.0 if the gradient was clipped, else 0.0) and ``grad_norm/<param>`` for every
+        parameter (before clipping).
+        """
         cfg, s, m = self.config, self.state, self.model
         k1, overlap = cfg.k1, cfg.k2 - cfg.k1
         L = self.streams.shape[1]
@@ -374,11 +427,14 @@ class Trainer:
         y = self.streams[:, start + 1 : end + 1].T  # next tokens
         w = np.zeros(x.shape, m.dtype)
         w[s.pos - start :] = 1.0 / k1  # score only the k1 new steps; mean per token
+        self._last_forward = None  # let the previous pass's caches go before the new pass allocates
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught just below
             r = m.loss_and_grad(x, y, s.carried, loss_weights=w)
         if not math.isfinite(r.loss):
             raise TrainingError(f"step {s.step + 1}: loss is {r.loss}; stopping before it reaches the weights")
         try:
+            # Per-parameter norms before clipping (clip_grad_norm of one array is its overflow-safe norm).
+            param_norms = {f"grad_norm/{k}": clip_grad_norm({k: r.grads[k]}, None) for k in m.params}
             norm = clip_grad_norm(r.grads, cfg.clip, names=m.params.keys())
         except FloatingPointError as exc:
             raise TrainingError(f"step {s.step + 1}: {exc}; stopping before it reaches the weights") from None
@@ -395,7 +451,28 @@ class Trainer:
         s.pos = end
         s.step += 1
         s.tokens += k1 * cfg.batch_size
-        return {"loss": r.loss, "grad_norm": norm, "lr": lr, "clipped": float(cfg.clip is not None and norm > cfg.clip)}
+        self._last_forward = r.forward
+        clipped = float(cfg.clip is not None and norm > cfg.clip)
+        return {"loss": r.loss, "grad_norm": norm, "lr": lr, "clipped": clipped, **param_norms}
+
+    # -- training health -------------------------------------------------------------------
+    def health(self) -> dict[str, float]:
+        """Recurrent weights' spectral norms and radii, and the last window's saturation, per layer.
+
+        Keys ``spectral_norm/layer<k>``, ``spectral_radius/layer<k>`` (the current weights)
+        and ``saturation/layer<k>`` (fraction of saturated units over every step and stream
+        of the last :meth:`train_step`'s forward pass; absent before the first step).
+        """
+        m = self.model
+        _, W_norm, W_radius, _ = _recurrent_weights(m)
+        out: dict[str, float] = {}
+        for k in range(m.num_layers):
+            out[f"spectral_norm/layer{k}"] = W_norm[k]
+            out[f"spectral_radius/layer{k}"] = W_radius[k]
+        if self._last_forward is not None:
+            saturation = _saturation(m, _steps_as_one_sequence(self._last_forward)).mean(axis=0)  # (L,)
+            out.update({f"saturation/layer{k}": float(v) for k, v in enumerate(saturation)})
+        return out
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self) -> float:
@@ -426,6 +503,9 @@ class Trainer:
                 out = self.train_step()
                 s.window_loss += out["loss"]
                 s.window_n += 1
+                s.grad_norm_max = max(s.grad_norm_max, out["grad_norm"])
+                s.grad_norm_sum += out["grad_norm"]
+                s.clipped_steps += int(out["clipped"])
                 elapsed = time.perf_counter() - t0
                 progress.update(s.step, out["loss"], _score(out["loss"], unit), unit, s.tokens - tokens0, elapsed)
                 evaluating = s.step % cfg.eval_every == 0 or s.step == cfg.steps
@@ -441,9 +521,15 @@ class Trainer:
                         f"val_{unit}": _score(val, unit),
                         "lr": out["lr"],
                         "grad_norm": out["grad_norm"],
+                        "grad_norm_max": s.grad_norm_max,
+                        "grad_norm_mean": s.grad_norm_sum / s.window_n,
+                        "clipped_steps": s.clipped_steps,
+                        **{k: v for k, v in out.items() if k.startswith("grad_norm/")},
+                        **self.health(),
                         "elapsed_s": round(elapsed, 3),
                     }
-                    s.window_loss, s.window_n = 0.0, 0
+                    note = _health_note(row, s.window_n)
+                    s.reset_interval()
                     improved = s.best_val is None or val < s.best_val
                     if improved:
                         s.best_val, s.bad_evals = val, 0
@@ -454,6 +540,7 @@ class Trainer:
                     progress.note(
                         f"step {s.step}: train {unit} {row[f'train_{unit}']:.3f}, val {unit} {row[f'val_{unit}']:.3f}"
                         + (" (best)" if improved else "")
+                        + note
                     )
                     latest = self.save("latest.safetensors")
                     if improved:  # the same bytes: copy rather than serialise again
@@ -508,6 +595,35 @@ def evaluate_loss(model: RNN, ids: np.ndarray, batch_size: int, seq_len: int, ma
         if not math.isfinite(total):
             return total
     return total / count
+
+
+def _steps_as_one_sequence(fwd: Forward) -> Forward:
+    """``fwd`` with its ``(T, B, ·)`` caches viewed as one sequence of ``T·B`` steps (no copy).
+
+    ``jacobians._saturation`` reads the first sequence of a batch; saturation is a per-unit,
+    per-step property, so laying the B streams end to end lets it average over all of them.
+    """
+    T, B = fwd.logits.shape[:2]
+
+    def flat(a: np.ndarray) -> np.ndarray:
+        return a.reshape(T * B, 1, *a.shape[2:])
+
+    caches = tuple(
+        replace(c, **{name: flat(getattr(c, name)) for name in ("H", "G") if hasattr(c, name)}) for c in fwd.caches
+    )
+    return replace(fwd, logits=flat(fwd.logits), caches=caches)
+
+
+def _health_note(row: dict[str, Any], steps: int) -> str:
+    """A short warning for the evaluation log line when the gradients look unhealthy, else ``""``."""
+    notes = []
+    if row["clipped_steps"] > CLIPPED_ALARM * steps:
+        notes.append(f"gradient clipped on {row['clipped_steps']} of {steps} steps (exploding gradients?)")
+    for key, value in row.items():
+        if key.startswith("saturation/") and value > SATURATED_ALARM:
+            layer = key.removeprefix("saturation/layer")
+            notes.append(f"{value:.0%} of layer {layer}'s units saturated (vanishing gradients?)")
+    return f"; warning: {', '.join(notes)}; try a lower lr" if notes else ""
 
 
 def _score(loss: float, unit: str) -> float:
