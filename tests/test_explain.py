@@ -129,3 +129,32 @@ def test_report_is_one_self_contained_page(run_dir, capsys):
 def test_report_of_a_folder_without_a_run(tmp_path, capsys):
     code, _, err = run_cli(capsys, "report", tmp_path)
     assert code == 2 and "holds no training run" in err
+
+
+def test_explain_a_fresh_model_on_random_tokens(tmp_path, capsys):
+    args = ["explain", "--cell", "elman", "--hidden-size", 6, "--vocab-size", 7, "--length", 12, "--out", tmp_path]
+    code, _, err = run_cli(capsys, *args, "--seed", 3)
+    assert code == 0, err
+    numbers = json.loads((tmp_path / "explain.json").read_text())
+    assert len(numbers["inputs"]) == 12 and all(0 <= int(u) < 7 for u in numbers["inputs"])
+    again = tmp_path / "again"
+    assert run_cli(capsys, *args[:-1], again, "--seed", 3)[0] == 0
+    assert json.loads((again / "explain.json").read_text()) == numbers  # same seed, same numbers
+
+
+@pytest.mark.parametrize(
+    "argv, pattern",
+    [
+        (["explain"], r"give a checkpoint with --text, or a model with --cell"),
+        (["explain", "--cell", "gru", "--length", "0"], r"length must be a positive integer, got 0"),
+        (["explain", "--cell", "lstm", "--length", "1000"], r"length must be at most 400"),
+    ],
+)
+def test_explain_without_a_checkpoint_errors(tmp_path, capsys, argv, pattern):
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path)
+    assert code == 2 and re.search(pattern, err), err
+
+
+def test_explain_with_a_checkpoint_needs_text(run_dir, capsys):
+    code, _, err = run_cli(capsys, "explain", run_dir / "best.safetensors")
+    assert code == 2 and "--text is required with a checkpoint" in err

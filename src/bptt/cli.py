@@ -25,6 +25,7 @@ import numpy as np
 from . import _checks
 from .checkpoint import CheckpointError, load_checkpoint
 from .corpus import CorpusError
+from .models import GRU, LSTM, Elman
 from .plots import PlotError, require_matplotlib
 from .sampling import default_prime, sample_text
 from .train import TrainConfig, Trainer, TrainingError, checkpoint_config, prepare_data
@@ -123,9 +124,17 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("checkpoint", metavar="CKPT")
 
     e = sub.add_parser("explain", help="inside BPTT on a text: Jacobian products, gradient by gap, input sensitivity")
-    e.add_argument("checkpoint", metavar="CKPT")
-    e.add_argument("--text", required=True, help="the text the model reads (its units must be in the vocabulary)")
+    e.add_argument("checkpoint", metavar="CKPT", nargs="?", help="a trained model (or describe one with --cell …)")
+    e.add_argument("--text", default=None, help="the text the model reads (its units must be in the vocabulary)")
     e.add_argument("--out", default=None, help="folder for explain.json and the PNGs (default: CKPT's folder/explain)")
+    g = e.add_argument_group("without a checkpoint: a fresh model reading random tokens")
+    g.add_argument("--cell", choices=["elman", "lstm", "gru"], default=None)
+    g.add_argument("--hidden-size", type=int, default=32)
+    g.add_argument("--layers", type=int, default=1, dest="num_layers")
+    g.add_argument("--activation", default="tanh", help="Elman f_h")
+    g.add_argument("--vocab-size", type=int, default=32)
+    g.add_argument("--length", type=int, default=40, help="random tokens read")
+    g.add_argument("--seed", type=int, default=0)
     e.add_argument("--param", default=None, help="parameter to decompose by gap (default: the recurrent weight)")
     e.add_argument("--no-plots", action="store_true", help="write only explain.json (no matplotlib needed)")
 
@@ -324,16 +333,29 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import explain_text, write_explanation
+    from .explain import explain_random, explain_text, write_explanation
 
+    if (args.checkpoint is None) == (args.cell is None):
+        raise UsageError("explain: give a checkpoint with --text, or a model with --cell (and no checkpoint)")
+    if args.checkpoint is not None and args.text is None:
+        raise UsageError("explain: --text is required with a checkpoint")
     if not args.no_plots:
         require_matplotlib()  # fail before any work when matplotlib is missing
-    ckpt = load_checkpoint(args.checkpoint)
-    if ckpt.vocab is None:
-        raise UsageError(f"{args.checkpoint}: checkpoint has no vocabulary (not a language model)")
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "explain"
-    _check_writable(out)
-    ex = explain_text(ckpt.model, ckpt.vocab, args.text, args.param)
+    if args.checkpoint is None:
+        kwargs = {"activation": args.activation} if args.cell == "elman" else {}
+        model = {"elman": Elman, "lstm": LSTM, "gru": GRU}[args.cell](
+            args.vocab_size, args.hidden_size, args.vocab_size, num_layers=args.num_layers, seed=args.seed, **kwargs
+        )
+        out = Path(args.out or "explain")
+        _check_writable(out)
+        ex = explain_random(model, args.length, args.param, seed=args.seed)
+    else:
+        ckpt = load_checkpoint(args.checkpoint)
+        if ckpt.vocab is None:
+            raise UsageError(f"{args.checkpoint}: checkpoint has no vocabulary (not a language model)")
+        out = Path(args.out) if args.out else Path(args.checkpoint).parent / "explain"
+        _check_writable(out)
+        ex = explain_text(ckpt.model, ckpt.vocab, args.text, args.param)
     for path in write_explanation(ex, out, plots=not args.no_plots):
         print(path)
     return 0

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _checks
 from .atomic import write_atomic
 from .decompose import GapDecomposition, gradient_by_gap
 from .jacobians import JacobianMap, jacobian_map
@@ -30,7 +31,14 @@ from .network import RNN
 from .sensitivity import InputSensitivity, input_sensitivity
 from .vocab import UNK, Vocabulary
 
-__all__ = ["MAX_EXPLAIN_TOKENS", "Explanation", "explain_text", "recurrent_weight_name", "write_explanation"]
+__all__ = [
+    "MAX_EXPLAIN_TOKENS",
+    "Explanation",
+    "explain_random",
+    "explain_text",
+    "recurrent_weight_name",
+    "write_explanation",
+]
 
 MAX_EXPLAIN_TOKENS = 400  # the Jacobian map grows as T², the gap decomposition as T backward passes
 
@@ -73,13 +81,32 @@ def explain_text(model: RNN, vocab: Vocabulary, text: str, param: str | None = N
         raise ValueError(f"text must have at least 2 {vocab.level}s (one input and one target), got {len(ids)}")
     if len(ids) > MAX_EXPLAIN_TOKENS + 1:
         raise ValueError(f"text has {len(ids)} {vocab.level}s; explain reads at most {MAX_EXPLAIN_TOKENS + 1}")
+    return _explain(model, ids, text, tuple(vocab.tokens[i] for i in ids), param)
+
+
+def explain_random(model: RNN, length: int, param: str | None = None, seed: int = 0) -> Explanation:
+    """Diagnostics of ``model`` (token inputs, softmax output) reading ``length + 1`` random tokens.
+
+    For looking inside an untrained architecture: the units are shown as their ids.
+    """
+    length = _checks.positive_int(length, "length", "explain_random")
+    if length > MAX_EXPLAIN_TOKENS:
+        raise ValueError(f"explain_random: length must be at most {MAX_EXPLAIN_TOKENS}, got {length}")
+    if model.output.name != "softmax" or model.output_size != model.input_size:
+        raise ValueError("explain_random: the model must map token ids to a softmax over the same vocabulary")
+    ids = _checks.generator(seed, "explain_random").integers(0, model.input_size, length + 1).astype(np.intp)
+    units = tuple(str(i) for i in ids)
+    return _explain(model, ids, " ".join(units), units, param)
+
+
+def _explain(model: RNN, ids: np.ndarray, text: str, units: tuple[str, ...], param: str | None) -> Explanation:
     param = recurrent_weight_name(model) if param is None else param
     if param not in model.params:
         raise ValueError(f"param must be one of the model's parameters {list(model.params)}, got {param!r}")
     x, y = ids[:-1, None], ids[1:, None]
     return Explanation(
         text=text,
-        units=tuple(vocab.tokens[i] for i in ids),
+        units=units,
         param=param,
         jacobians=jacobian_map(model, x),
         gaps=gradient_by_gap(model, x, y, param),
