@@ -78,7 +78,7 @@ def test_explain_without_plots_and_with_another_parameter(run_dir, tmp_path, cap
     [
         ("日本", [], r"text has 2 chars outside the model's vocabulary: '日', '本'"),
         ("d", [], r"text must have at least 2 chars"),
-        ("x" * 500, [], r"text has 500 chars; explain reads at most 401"),
+        ("x" * 500, [], r"text has 500 chars; explain reads at most 121"),
         ("def", ["--param", "Q"], r"param must be one of the model's parameters"),
     ],
 )
@@ -147,7 +147,7 @@ def test_explain_a_fresh_model_on_random_tokens(tmp_path, capsys):
     [
         (["explain"], r"give a checkpoint with --text, or a model with --cell"),
         (["explain", "--cell", "gru", "--length", "0"], r"length must be a positive integer, got 0"),
-        (["explain", "--cell", "lstm", "--length", "1000"], r"length must be at most 400"),
+        (["explain", "--cell", "lstm", "--length", "1000"], r"length must be at most 120"),
     ],
 )
 def test_explain_without_a_checkpoint_errors(tmp_path, capsys, argv, pattern):
@@ -158,3 +158,22 @@ def test_explain_without_a_checkpoint_errors(tmp_path, capsys, argv, pattern):
 def test_explain_with_a_checkpoint_needs_text(run_dir, capsys):
     code, _, err = run_cli(capsys, "explain", run_dir / "best.safetensors")
     assert code == 2 and "--text is required with a checkpoint" in err
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (["--hidden-size", "8"], r"--hidden-size describe a fresh model; a checkpoint has its own"),
+        (["--length", "5", "--seed", "1"], r"--length, --seed describe a fresh model"),
+    ],
+)
+def test_explain_refuses_options_it_would_ignore(run_dir, capsys, extra, pattern):
+    code, _, err = run_cli(capsys, "explain", run_dir / "best.safetensors", "--text", "def", *extra)
+    assert code == 2 and re.search(pattern, err), err
+
+
+def test_explain_refuses_text_without_a_checkpoint_and_activation_for_gated_cells(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "explain", "--cell", "gru", "--text", "hello", "--out", tmp_path)
+    assert code == 2 and "--text needs a checkpoint" in err
+    code, _, err = run_cli(capsys, "explain", "--cell", "lstm", "--activation", "relu", "--out", tmp_path)
+    assert code == 2 and "--activation is for --cell elman" in err

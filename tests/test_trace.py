@@ -134,3 +134,20 @@ def test_trace_checks_its_arguments():
         m.trace(fwd, np.zeros((T, B)))
     with pytest.raises(TypeError, match=r"Elman.trace: fwd must be the Forward"):
         m.trace(None, np.zeros((T, B, O)))
+
+
+def test_trace_can_limit_the_terms_to_some_parameters():
+    m = bptt.GRU(D, H, O, embedding_size=2, seed=15)
+    rng = np.random.default_rng(16)
+    x, y = rng.integers(0, D, (T, B)), rng.integers(0, O, (T, B))
+    fwd = m.forward(x)
+    d = _residual(m, fwd, y)
+    full = m.trace(fwd, d)
+    for names in (["W"], ["E", "b_y"], "V"):
+        part = m.trace(fwd, d, params=names)
+        wanted = [names] if isinstance(names, str) else names
+        assert sorted(part.terms) == sorted(wanted)
+        for k in wanted:
+            np.testing.assert_array_equal(part.terms[k], full.terms[k])
+    with pytest.raises(ValueError, match=r"params \['Q'\] are not parameters of this network"):
+        m.trace(fwd, d, params=["Q"])

@@ -6,6 +6,8 @@
     bptt train --resume RUN/latest.safetensors  continue a run exactly where it stopped
     bptt sample CKPT --prime "def " -n 500      stream text from a trained model
     bptt info CKPT                              architecture, equations and parameter table
+    bptt explain CKPT --text "def f(x):"        inside BPTT on a text: JSON and PNG pictures
+    bptt report RUN_DIR                         one self-contained HTML page for a run
 
 Every error is one line on stderr and exit status 2.
 """
@@ -129,12 +131,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="folder for explain.json and the PNGs (default: CKPT's folder/explain)")
     g = e.add_argument_group("without a checkpoint: a fresh model reading random tokens")
     g.add_argument("--cell", choices=["elman", "lstm", "gru"], default=None)
-    g.add_argument("--hidden-size", type=int, default=32)
-    g.add_argument("--layers", type=int, default=1, dest="num_layers")
-    g.add_argument("--activation", default="tanh", help="Elman f_h")
-    g.add_argument("--vocab-size", type=int, default=32)
-    g.add_argument("--length", type=int, default=40, help="random tokens read")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--hidden-size", type=int, default=None, help="default 32")
+    g.add_argument("--layers", type=int, default=None, dest="num_layers", help="default 1")
+    g.add_argument("--activation", default=None, help="Elman f_h (default tanh)")
+    g.add_argument("--vocab-size", type=int, default=None, help="default 32")
+    g.add_argument("--length", type=int, default=None, help="random tokens read (default 40)")
+    g.add_argument("--seed", type=int, default=None, help="default 0")
     e.add_argument("--param", default=None, help="parameter to decompose by gap (default: the recurrent weight)")
     e.add_argument("--no-plots", action="store_true", help="write only explain.json (no matplotlib needed)")
 
@@ -339,16 +341,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError("explain: give a checkpoint with --text, or a model with --cell (and no checkpoint)")
     if args.checkpoint is not None and args.text is None:
         raise UsageError("explain: --text is required with a checkpoint")
+    model_options = ("hidden_size", "num_layers", "activation", "vocab_size", "length", "seed")
+    given = [f"--{o.replace('_', '-')}" for o in model_options if getattr(args, o) is not None]
+    if args.checkpoint is not None and given:
+        raise UsageError(f"explain: {', '.join(given)} describe a fresh model; a checkpoint has its own")
+    if args.checkpoint is None and args.text is not None:
+        raise UsageError("explain: --text needs a checkpoint (a fresh model reads random tokens: use --length)")
     if not args.no_plots:
         require_matplotlib()  # fail before any work when matplotlib is missing
     if args.checkpoint is None:
-        kwargs = {"activation": args.activation} if args.cell == "elman" else {}
+        defaults = {"hidden_size": 32, "num_layers": 1, "activation": "tanh", "vocab_size": 32, "length": 40, "seed": 0}
+        o = {k: v if (v := getattr(args, k)) is not None else d for k, d in defaults.items()}
+        if args.cell != "elman" and args.activation is not None:
+            raise UsageError(f"explain: --activation is for --cell elman; {args.cell} gates have fixed activations")
+        kwargs = {"activation": o["activation"]} if args.cell == "elman" else {}
         model = {"elman": Elman, "lstm": LSTM, "gru": GRU}[args.cell](
-            args.vocab_size, args.hidden_size, args.vocab_size, num_layers=args.num_layers, seed=args.seed, **kwargs
+            o["vocab_size"], o["hidden_size"], o["vocab_size"], num_layers=o["num_layers"], seed=o["seed"], **kwargs
         )
         out = Path(args.out or "explain")
         _check_writable(out)
-        ex = explain_random(model, args.length, args.param, seed=args.seed)
+        ex = explain_random(model, o["length"], args.param, seed=o["seed"])
     else:
         ckpt = load_checkpoint(args.checkpoint)
         if ckpt.vocab is None:
@@ -365,6 +377,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
     require_matplotlib()
+    _checks.generator(args.seed, "report --seed")
     print(write_report(args.run_dir, text=args.text, seed=args.seed))
     return 0
 

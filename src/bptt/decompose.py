@@ -167,7 +167,7 @@ def gradient_by_gap(
         if not dZ[t].any():
             continue  # J_t does not depend on θ (e.g. loss weight 0): every C[t, k] is zero
         dZ_t[t] = dZ[t]  # J_t alone
-        C_t = m.trace(fwd, dZ_t).terms[param]  # C[t, k] for k = 0 .. T−1 (zero for k > t)
+        C_t = m.trace(fwd, dZ_t, params=[param]).terms[param]  # C[t, k] for k = 0 .. T−1 (zero for k > t)
         dZ_t[t] = 0.0
         by_gap[: t + 1] += C_t[t::-1]  # k = t, t−1, …, 0 is gap 0, 1, …, t
         by_step += C_t

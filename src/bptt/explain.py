@@ -40,7 +40,10 @@ __all__ = [
     "write_explanation",
 ]
 
-MAX_EXPLAIN_TOKENS = 400  # the Jacobian map grows as T², the gap decomposition as T backward passes
+# Costs grow fast with the length T and the state size S: the Jacobian map takes T²/2 products and
+# norms of S×S matrices (about 30 s at T = 100 for a 256-unit GRU), the gap decomposition T
+# backward passes. 120 steps keep a default model within about a minute.
+MAX_EXPLAIN_TOKENS = 120
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,10 @@ def write_explanation(ex: Explanation, folder: str | os.PathLike, plots: bool = 
     folder.mkdir(parents=True, exist_ok=True)
     jm, gaps, sens = ex.jacobians, ex.gaps, ex.sensitivity
     numbers = {
+        "indexing": (
+            "N[t][k]: rows and columns 0 = the initial state, i = after input i-1; "
+            "saturation[t], M[t][s], per_step[t], z_scores[t]: 0-based steps (input t, target t+1)"
+        ),
         "text": ex.text,
         "inputs": list(ex.units[:-1]),
         "targets": list(ex.units[1:]),

@@ -73,6 +73,21 @@ def scatter_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def step_terms(d: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
+    """Per-step terms ``d_t x_tᵀ`` summed over the batch: ``(T, G, n)`` from ``d`` (T, B, G).
+
+    ``x`` is ``(T, B, n)`` floats or ``(T, B)`` token ids (a column scatter: no one-hot).
+    """
+    if not is_tokens(x):
+        return np.einsum("tbg,tbd->tgd", d, x)
+    T, B, G = d.shape
+    out = np.zeros((T, G, n), d.dtype)
+    steps = np.arange(T)
+    for b in range(B):  # within one sequence each step names one column: no repeated indices
+        out[steps, :, x[:, b]] += d[:, b]
+    return out
+
+
 def project_backward(
     dA: np.ndarray, x: np.ndarray, V: np.ndarray, need_dx: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:

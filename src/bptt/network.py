@@ -29,7 +29,7 @@ import numpy as np
 
 from . import _checks
 from .activations import get_activation
-from .inputs import project, project_backward
+from .inputs import project, project_backward, step_terms
 from .layers import ELMAN_NOTATIONS, ElmanLayer, GRULayer, Layer, LSTMLayer
 from .losses import get_output
 from .readout import Readout
@@ -522,26 +522,38 @@ class RNN:
             raise TypeError(f"{where}: d_state must be a dict keyed like fwd.state {list(fwd.state)}")
         return d_logits, self._state(dict(d_state), fwd.logits.shape[1], f"{where}: d_state")
 
-    def trace(self, fwd: Forward, d_logits: np.ndarray, d_state: Mapping[str, np.ndarray] | None = None) -> Trace:
+    def trace(
+        self,
+        fwd: Forward,
+        d_logits: np.ndarray,
+        d_state: Mapping[str, np.ndarray] | None = None,
+        *,
+        params: Sequence[str] | None = None,
+    ) -> Trace:
         """Backpropagate like :meth:`backward`, keeping every term of BPTT's sums over time.
 
         Returns a :class:`Trace`: the gradients, each parameter's per-step terms (the
         ``Σ_t`` of the lecture's formulas, one entry per step), and for every layer the
         direct ``∂J/∂h_t`` (through step t's own consumers) and the total ``dJ/dh_t``.
+        ``params`` limits the per-step terms to those parameters (each is a ``(T, *shape)`` array).
         """
         where = f"{self._name}.trace"
         d_logits, d_final = self._backward_args(fwd, d_logits, d_state, where)
         collected: dict = {}
+        wanted = set(self._shapes) if params is None else {params} if isinstance(params, str) else set(params)
+        unknown = sorted(wanted - set(self._shapes))
+        if unknown:
+            raise ValueError(f"{where}: params {unknown} are not parameters of this network {list(self._shapes)}")
         grads = self._backward(fwd, d_logits, d_final, collected)
-        terms = self.readout.param_terms(d_logits, fwd.hidden[-1], fwd.x)
+        terms = self.readout.param_terms(d_logits, fwd.hidden[-1], fwd.x, wanted)
         for k, layer in enumerate(self.layers):
-            terms.update(layer.param_terms(self.params, fwd.caches[k], collected[k][1]))
-        if self.embedding_size is not None:
-            x = fwd.x if fwd.x.dtype.kind == "f" else np.eye(self.input_size, dtype=self.dtype)[fwd.x]
-            terms["E"] = np.einsum("tbe,tbd->ted", collected["d_embed"], x)  # de_t x_tᵀ per step
+            if wanted & set(layer.param_shapes()):
+                terms.update(layer.param_terms(self.params, fwd.caches[k], collected[k][1], wanted))
+        if "E" in wanted and self.embedding_size is not None:
+            terms["E"] = step_terms(collected["d_embed"], fwd.x, self.input_size)  # de_t x_tᵀ per step
         return Trace(
             grads=grads,
-            terms={name: terms[name] for name in self._shapes},
+            terms={name: terms[name] for name in self._shapes if name in wanted},
             dh_direct=tuple(collected[k][0] for k in range(self.num_layers)),
             dh_total=tuple(collected[k][1].dh for k in range(self.num_layers)),
         )

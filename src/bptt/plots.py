@@ -64,6 +64,16 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def _log10_lower(M: np.ndarray) -> np.ndarray:
+    """log10 of a lower-triangular map: exact zeros (a vanished gradient) drawn at 1e-16, the
+    undefined upper triangle left blank."""
+    M = np.asarray(M, dtype=float)
+    upper = np.triu(np.ones(M.shape, bool), k=1)
+    out = np.log10(np.maximum(np.nan_to_num(M, nan=0.0), 1e-16))
+    out[upper] = np.nan
+    return out
+
+
 def _tick_labels(labels: Sequence[str] | None, n: int) -> list[str] | None:
     if labels is None:
         return None
@@ -75,16 +85,14 @@ def plot_jacobian_map(jm: Any, path: str | os.PathLike, labels: Sequence[str] | 
     """Heatmap of ``log10 N[t, k]`` from :func:`bptt.jacobian_map` (rows t, columns k; k = 0 is the initial state)."""
     plt = _pyplot()
     N = np.asarray(jm.norms, dtype=float)
-    with np.errstate(divide="ignore"):
-        logN = np.log10(np.where(N > 0, N, np.nan))
+    logN = _log10_lower(N)
+    span = max(3.0, float(np.nanmax(np.abs(logN))))
     fig, ax = plt.subplots(figsize=(6.4, 5.2))
-    im = ax.imshow(
-        logN, cmap="coolwarm", vmin=-max(3.0, np.nanmax(np.abs(logN))), vmax=max(3.0, np.nanmax(np.abs(logN)))
-    )
+    im = ax.imshow(logN, cmap="coolwarm", vmin=-span, vmax=span)
     fig.colorbar(im, ax=ax, label="log10 ‖∂s_t/∂s_k‖")
     ax.set_xlabel("k (step whose state is perturbed; 0 = initial state)")
     ax.set_ylabel("t (step whose state responds)")
-    ax.set_title("Jacobian products: blue vanishes, red explodes")
+    ax.set_title("Jacobian products: blue vanishes, red explodes" + ("" if jm.exact else " (estimated)"))
     ticks = _tick_labels(labels, N.shape[0] - 1)
     if ticks is not None and len(ticks) <= 80:
         ax.set_xticks(range(1, len(ticks) + 1), ticks, fontsize=7)
@@ -98,7 +106,7 @@ def plot_gradient_by_gap(gap: Any, path: str | os.PathLike, name: str = "W") -> 
     norms = np.asarray(gap.norms_by_gap, dtype=float)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     ax.bar(np.arange(norms.size), norms, color="#4c72b0")
-    ax.set_yscale("log" if np.all(norms[norms > 0] > 0) and norms.max() > 0 and norms.size > 1 else "linear")
+    ax.set_yscale("log" if norms.max() > 0 and norms.size > 1 else "linear")
     ax.set_xlabel("gap t − k (loss step minus the step where the weight acted)")
     ax.set_ylabel(f"‖∂J/∂{name} terms‖")
     ax.set_title(f"∂J/∂{name} by how far back it reaches")
@@ -109,10 +117,10 @@ def plot_input_sensitivity(sens: Any, path: str | os.PathLike, labels: Sequence[
     """Heatmap of ``‖∂Loss_t/∂x_s‖`` from :func:`bptt.input_sensitivity`, outliers marked."""
     plt = _pyplot()
     M = np.asarray(sens.matrix, dtype=float)
+    wrt = "x" if sens.wrt == "x" else f"({sens.wrt})"
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(7.0, 7.0), height_ratios=[3, 1])
-    with np.errstate(divide="ignore"):
-        im = ax.imshow(np.log10(np.where(M > 0, M, np.nan)), cmap="viridis")
-    fig.colorbar(im, ax=ax, label="log10 ‖∂Loss_t/∂x_s‖")
+    im = ax.imshow(_log10_lower(M), cmap="viridis")
+    fig.colorbar(im, ax=ax, label=f"log10 ‖∂Loss_t/∂{wrt}_s‖")
     ax.set_xlabel("s (input step)")
     ax.set_ylabel("t (loss step)")
     ticks = _tick_labels(labels, M.shape[0])
@@ -123,7 +131,7 @@ def plot_input_sensitivity(sens: Any, path: str | os.PathLike, labels: Sequence[
     colors = ["#c44e52" if i in set(np.asarray(sens.outliers).tolist()) else "#4c72b0" for i in range(per_step.size)]
     bx.bar(np.arange(per_step.size), per_step, color=colors)
     bx.set_xlabel("t (red: outlier by robust z-score)")
-    bx.set_ylabel("‖∂J/∂x_t‖")
+    bx.set_ylabel(f"‖∂J/∂{wrt}_t‖")
     if ticks is not None and len(ticks) <= 80:
         bx.set_xticks(range(len(ticks)), ticks, fontsize=7)
     return _save(fig, path)
@@ -136,7 +144,7 @@ def plot_training(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) ->
         raise PlotError("no metrics to plot (metrics.jsonl is empty)")
     steps = [r["step"] for r in rows]
     unit = "bpc" if "val_bpc" in rows[0] else "ppl" if "val_ppl" in rows[0] else "loss"
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(14.0, 3.8))
     for key, label in ((f"train_{unit}", "train"), (f"val_{unit}", "validation")):
         if key in rows[0]:
             ax.plot(steps, [r[key] for r in rows], marker="o", ms=3, label=label)
@@ -144,13 +152,19 @@ def plot_training(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) ->
     ax.set_ylabel(unit)
     ax.legend()
     ax.set_title(f"{unit} during training")
-    health = sorted(k for k in rows[0] if k.startswith(("grad_norm", "spectral_norm")))
-    for key in health or ["grad_norm"]:
-        if key in rows[0]:
-            bx.plot(steps, [r.get(key, np.nan) for r in rows], label=key)
-    bx.set_xlabel("step")
-    bx.set_yscale("log")
-    bx.set_title("gradient and weight norms")
-    if health:
-        bx.legend(fontsize=7)
+
+    def series(axis, keys: list[str], title: str, log: bool) -> None:
+        styles = ["-", "--", ":", "-."]  # ten colours per style: every line stays distinct
+        for i, key in enumerate(keys):
+            axis.plot(steps, [r.get(key, np.nan) for r in rows], styles[(i // 10) % 4], label=key)
+        axis.set_xlabel("step")
+        axis.set_title(title)
+        if log:
+            axis.set_yscale("log")
+        if keys:
+            axis.legend(fontsize=6)
+
+    series(bx, [k for k in rows[0] if k.startswith("grad_norm")], "gradient norms (before clipping)", log=True)
+    weights = [k for k in rows[0] if k.startswith(("spectral_norm/", "spectral_radius/", "saturation/"))]
+    series(cx, weights, "recurrent ‖W‖₂, ρ(W), saturated fraction", log=False)
     return _save(fig, path)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .inputs import project, project_backward
+from .inputs import project, project_backward, step_terms
 from .layers.base import uniform
 
 __all__ = ["READOUT_NOTATIONS", "Readout"]
@@ -147,12 +147,24 @@ class Readout:
             dU_x, dx = project_backward(dZ, x, U_x, need_dx)
         return self._pack(dU, dU_x, dZ2.sum(axis=0)), dH, dx  # b_y: Σ_t dz2_t, one term per step (quiz Q3)
 
-    def param_terms(self, dZ, H, x) -> dict[str, np.ndarray]:
-        """The per-step terms of each parameter's sum over time: ``{name: (T, *shape)}``."""
-        if x.dtype.kind in "iu":
-            x = np.eye(self.input_size, dtype=dZ.dtype)[x]  # one-hot: a diagnostic, not a hot path
-        dU = np.einsum("tbo,tbh->toh", dZ, H)
-        dU_x = np.einsum("tbo,tbd->tod", dZ, x) if self.reads_input else None
+    def param_terms(self, dZ, H, x, wanted: set[str] | None = None) -> dict[str, np.ndarray]:
+        """The per-step terms of each parameter's sum over time: ``{name: (T, *shape)}``.
+
+        ``wanted`` limits the work to those names (others may be returned as zero views).
+        """
+        n_out, n_skip, _, n_fused = READOUT_NOTATIONS[self.notation]
+        T = dZ.shape[0]
+
+        def need(name: str) -> bool:
+            return wanted is None or name in wanted or (self._fused and n_fused in wanted)
+
+        def zeros(n: int) -> np.ndarray:
+            return np.broadcast_to(np.zeros((), dZ.dtype), (T, self.output_size, n))
+
+        dU = step_terms(dZ, H, self.hidden_size) if need(n_out) else zeros(self.hidden_size)
+        dU_x = None
+        if self.reads_input:
+            dU_x = step_terms(dZ, x, self.input_size) if need(n_skip) else zeros(self.input_size)
         return self._pack(dU, dU_x, dZ.sum(axis=1))
 
     def _pack(self, dU, dU_x, db) -> dict[str, np.ndarray]:

@@ -29,7 +29,8 @@ __all__ = ["write_report"]
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 64rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
 h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: 0.85rem; } td, th { padding: 0.2rem 0.6rem; border: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85rem; display: block; overflow-x: auto; }
+td, th { padding: 0.2rem 0.6rem; border: 1px solid #ddd; }
 th { background: #f4f4f4; } img { max-width: 100%; } pre { background: #f7f7f7; padding: 0.8rem; overflow-x: auto; }
 .note { color: #555; font-size: 0.9rem; }
 """
@@ -129,7 +130,7 @@ def write_report(run_dir: str | os.PathLike, text: str | None = None, sample_len
 def _metrics_table(rows: list[dict]) -> str:
     if not rows:
         return "<p>No evaluations recorded.</p>"
-    keys = [k for k in rows[0] if not k.startswith(("grad_norm/", "spectral_norm/", "saturation/"))]
+    keys = [k for k in rows[0] if "/" not in k]  # per-parameter and per-layer health: in the pictures
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(k, ''))}</td>" for k in keys) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"

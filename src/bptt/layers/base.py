@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..inputs import is_tokens, project_backward
+from ..inputs import is_tokens, project_backward, step_terms
 
 __all__ = ["Adjoints", "Layer", "freeze", "previous_states", "uniform"]
 
@@ -131,14 +131,35 @@ class Layer(ABC):
         dV, dx = project_backward(adj.d_in, cache.x, self.input_weight(params), need_dx and not is_tokens(cache.x))
         return self._pack(dV, dW, adj, lambda a: a.sum(axis=(0, 1))), dx, adj
 
-    def param_terms(self, params: dict[str, np.ndarray], cache: Any, adj: Adjoints) -> dict[str, np.ndarray]:
-        """The terms of the sums over time: ``{name: (T, *shape)}``, summing to the gradients."""
-        x = cache.x
-        if is_tokens(x):
-            x = np.eye(self.input_size, dtype=adj.d_in.dtype)[x]  # one-hot: a diagnostic, not a hot path
-        dW = np.einsum("tbg,tbh->tgh", adj.d_rec, previous_states(cache))
-        dV = np.einsum("tbg,tbd->tgd", adj.d_in, x)
+    def param_terms(
+        self, params: dict[str, np.ndarray], cache: Any, adj: Adjoints, wanted: set[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The terms of the sums over time: ``{name: (T, *shape)}``, summing to the gradients.
+
+        ``wanted`` limits the work to those names (others may be returned as zero views).
+        """
+        in_name, rec_name = self.weight_names
+
+        def need(name: str) -> bool:
+            return wanted is None or name in wanted
+
+        T, _, G = adj.d_in.shape
+        dW = (
+            step_terms(adj.d_rec, previous_states(cache), self.hidden_size)
+            if need(rec_name)
+            else np.broadcast_to(np.zeros((), adj.d_rec.dtype), (T, G, self.hidden_size))
+        )
+        dV = (
+            step_terms(adj.d_in, cache.x, self.input_size)
+            if need(in_name)
+            else np.broadcast_to(np.zeros((), adj.d_in.dtype), (T, G, self.input_size))
+        )
         return self._pack(dV, dW, adj, lambda a: a.sum(axis=1))
+
+    @property
+    def weight_names(self) -> tuple[str, str]:
+        """Names of the input weight and the recurrent weight (the same name when they are fused)."""
+        return "V" + self.suffix, "W" + self.suffix
 
     @abstractmethod
     def state_at(self, cache: Any, t: int) -> State:

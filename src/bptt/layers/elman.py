@@ -143,6 +143,10 @@ class ElmanLayer(Layer):
     def input_weight(self, params):
         return self.weights(params)[0]
 
+    @property
+    def weight_names(self) -> tuple[str, str]:
+        return self.names[0], self.names[1]
+
     def adjoints(self, params, cache: ElmanCache, dH, dstate_T) -> Adjoints:
         W = self.weights(params)[1]
         H = cache.H
