@@ -48,44 +48,13 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _torch_models import TorchLM  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from bptt.optim import Adam, clip_grad_norm  # noqa: E402
 from bptt.train import TrainConfig, build_model, evaluate_loss, prepare_data  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
 LN2 = math.log(2.0)
-
-
-class TorchLM(torch.nn.Module):
-    """The same network in PyTorch: one-hot input → RNN → Linear, weights copied from bptt."""
-
-    def __init__(self, model, cell: str) -> None:
-        super().__init__()
-        V, H = model.input_size, model.specs[0].hidden_size
-        kind = {"elman": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
-        self.rnn = kind(V, H, num_layers=1)
-        self.out = torch.nn.Linear(H, V)
-        P = {k: torch.tensor(v) for k, v in model.params.items()}
-        with torch.no_grad():
-            self.rnn.weight_ih_l0.copy_(P["V"])
-            self.rnn.weight_hh_l0.copy_(P["W"])
-            if cell == "elman":
-                self.rnn.bias_ih_l0.copy_(P["b_h"])
-                self.rnn.bias_hh_l0.zero_()
-            elif cell == "lstm":
-                self.rnn.bias_ih_l0.copy_(P["b"])
-                self.rnn.bias_hh_l0.zero_()
-            else:
-                self.rnn.bias_ih_l0.copy_(P["b"])
-                self.rnn.bias_hh_l0.zero_()
-                self.rnn.bias_hh_l0[2 * H :].copy_(P["b_hn"])
-            self.out.weight.copy_(P["U"])
-            self.out.bias.copy_(P["b_y"])
-        self.vocab = V
-
-    def forward(self, ids, state):
-        h, state = self.rnn(F.one_hot(ids, self.vocab).float(), state)
-        return self.out(h), state
 
 
 def detach(state):

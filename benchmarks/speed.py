@@ -114,6 +114,7 @@ import tracemalloc  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _torch_models import TorchLM  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 import bptt  # noqa: E402
 from bptt.optim import Adam  # noqa: E402
@@ -129,43 +130,6 @@ MATMUL_FRACTION = 0.75  # at H = 1024, B = 64
 GEN_RATIO = 5.0
 MEMORY_TARGET = "training-step peak memory ≤ PyTorch's"
 MIB = 2.0**20
-
-
-class TorchLM(torch.nn.Module):
-    """The same network in PyTorch: one-hot input → RNN → Linear, weights copied from bptt."""
-
-    def __init__(self, model, cell: str) -> None:
-        super().__init__()
-        V, H = model.input_size, model.specs[0].hidden_size
-        kind = {"elman": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
-        self.rnn = kind(V, H, num_layers=1)
-        self.out = torch.nn.Linear(H, V)
-        P = {k: torch.tensor(v) for k, v in model.params.items()}
-        with torch.no_grad():
-            self.rnn.weight_ih_l0.copy_(P["V"])
-            self.rnn.weight_hh_l0.copy_(P["W"])
-            self.rnn.bias_ih_l0.copy_(P["b_h"] if cell == "elman" else P["b"])
-            self.rnn.bias_hh_l0.zero_()
-            if cell == "gru":
-                self.rnn.bias_hh_l0[2 * H :].copy_(P["b_hn"])
-            self.out.weight.copy_(P["U"])
-            self.out.bias.copy_(P["b_y"])
-        self.vocab = V
-        self.cell = cell
-
-    def forward(self, ids, state):
-        h, state = self.rnn(F.one_hot(ids, self.vocab).float(), state)
-        return self.out(h), state
-
-    def named_grads(self) -> dict[str, np.ndarray]:
-        """Gradients under bptt's parameter names."""
-        g = {n: p.grad.numpy() for n, p in self.named_parameters()}
-        H = self.rnn.hidden_size
-        out = {"V": g["rnn.weight_ih_l0"], "W": g["rnn.weight_hh_l0"], "U": g["out.weight"], "b_y": g["out.bias"]}
-        out["b_h" if self.cell == "elman" else "b"] = g["rnn.bias_ih_l0"]
-        if self.cell == "gru":
-            out["b_hn"] = g["rnn.bias_hh_l0"][2 * H :]
-        return out
 
 
 def detach(state):

@@ -1,0 +1,49 @@
+"""The PyTorch side of the benchmarks: bptt's language model as torch modules, same weights.
+
+Imported by the benchmark scripts after they have set the thread-count variables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["TorchLM"]
+
+
+class TorchLM(torch.nn.Module):
+    """The same network in PyTorch: one-hot input → RNN → Linear, weights copied from bptt."""
+
+    def __init__(self, model, cell: str) -> None:
+        super().__init__()
+        V, H = model.input_size, model.specs[0].hidden_size
+        kind = {"elman": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+        self.rnn = kind(V, H, num_layers=1)
+        self.out = torch.nn.Linear(H, V)
+        P = {k: torch.tensor(v) for k, v in model.params.items()}
+        with torch.no_grad():
+            self.rnn.weight_ih_l0.copy_(P["V"])
+            self.rnn.weight_hh_l0.copy_(P["W"])
+            self.rnn.bias_ih_l0.copy_(P["b_h"] if cell == "elman" else P["b"])
+            self.rnn.bias_hh_l0.zero_()
+            if cell == "gru":
+                self.rnn.bias_hh_l0[2 * H :].copy_(P["b_hn"])
+            self.out.weight.copy_(P["U"])
+            self.out.bias.copy_(P["b_y"])
+        self.vocab = V
+        self.cell = cell
+
+    def forward(self, ids, state):
+        h, state = self.rnn(F.one_hot(ids, self.vocab).float(), state)
+        return self.out(h), state
+
+    def named_grads(self) -> dict[str, np.ndarray]:
+        """Gradients under bptt's parameter names."""
+        g = {n: p.grad.numpy() for n, p in self.named_parameters()}
+        H = self.rnn.hidden_size
+        out = {"V": g["rnn.weight_ih_l0"], "W": g["rnn.weight_hh_l0"], "U": g["out.weight"], "b_y": g["out.bias"]}
+        out["b_h" if self.cell == "elman" else "b"] = g["rnn.bias_ih_l0"]
+        if self.cell == "gru":
+            out["b_hn"] = g["rnn.bias_hh_l0"][2 * H :]
+        return out
