@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run bptt's checks: lint, then the whole test suite (PyTorch CPU is the gradient oracle).
 source "$(dirname "$0")/env.sh" test
-ruff check src tests examples
-ruff format --check src tests examples
+ruff check src tests examples benchmarks
+ruff format --check src tests examples benchmarks
 python -m pytest "$@"
