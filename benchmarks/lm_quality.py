@@ -48,7 +48,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _torch_models import TorchLM  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _shared import TorchLM, latency_bptt, latency_torch  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from bptt.optim import Adam, clip_grad_norm  # noqa: E402
 from bptt.train import TrainConfig, build_model, evaluate_loss, prepare_data  # noqa: E402
@@ -114,32 +114,6 @@ def eval_torch(net, ids, batch_size, seq_len):
         total += float(F.cross_entropy(logits.reshape(-1, net.vocab), y.reshape(-1), reduction="sum"))
         count += y.numel()
     return total / count
-
-
-def latency_bptt(model, n):
-    from bptt.sampling import next_token
-
-    rng = np.random.default_rng(0)
-    states = model._state(None, 1, "bench")
-    x = np.zeros(1, np.intp)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        z, states = model._step(x, states)
-        x[0] = next_token(z[0], rng)
-    return (time.perf_counter() - t0) / n
-
-
-@torch.no_grad()
-def latency_torch(net, n):
-    gen = torch.Generator().manual_seed(0)
-    x = torch.zeros((1, 1), dtype=torch.int64)
-    state = None
-    t0 = time.perf_counter()
-    for _ in range(n):
-        logits, state = net(x, state)
-        p = torch.softmax(logits[0, 0], -1)
-        x[0, 0] = int(torch.multinomial(p, 1, generator=gen))
-    return (time.perf_counter() - t0) / n
 
 
 def main() -> int:

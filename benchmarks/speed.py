@@ -114,11 +114,10 @@ import tracemalloc  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _torch_models import TorchLM  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _shared import TorchLM, latency_bptt, latency_torch  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 import bptt  # noqa: E402
 from bptt.optim import Adam  # noqa: E402
-from bptt.sampling import next_token  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
 LR = 1e-3
@@ -259,30 +258,6 @@ def time_config(c: Config, reps: int, rep_seconds: float, cooldown: float) -> tu
         tt.append(timed(c.step_torch, n_t))
         idle(cooldown)
     return statistics.median(tb), statistics.median(tt), n_b, n_t
-
-
-def latency_bptt(model, n: int) -> float:
-    rng = np.random.default_rng(0)
-    states = model._state(None, 1, "bench")
-    x = np.zeros(1, np.intp)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        z, states = model._step(x, states)
-        x[0] = next_token(z[0], rng)
-    return (time.perf_counter() - t0) / n
-
-
-@torch.no_grad()
-def latency_torch(net, n: int) -> float:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.zeros((1, 1), dtype=torch.int64)
-    state = None
-    t0 = time.perf_counter()
-    for _ in range(n):
-        logits, state = net(x, state)
-        p = torch.softmax(logits[0, 0], -1)
-        x[0, 0] = int(torch.multinomial(p, 1, generator=gen))
-    return (time.perf_counter() - t0) / n
 
 
 # -- peak memory (subprocess) -------------------------------------------------------------

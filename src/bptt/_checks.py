@@ -171,3 +171,20 @@ def generator(seed: object, where: str) -> np.random.Generator:
         raise ValueError(
             f"{where}: seed must be a non-negative integer, None or a numpy.random.Generator, got {seed!r}"
         ) from None
+
+
+def network(model: object, where: str) -> None:
+    """Refuse anything but a bptt network (Elman, LSTM, GRU or RNN)."""
+    from .network import RNN  # the network module itself builds on this one
+
+    if not isinstance(model, RNN):
+        raise TypeError(f"{where}: model must be a bptt network (Elman, LSTM, GRU or RNN), got {type(model).__name__}")
+
+
+def batch_index(value: object, B: int, where: str) -> int:
+    """An index into the batch of ``B`` sequences."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{where}: batch_index must be an integer, got {value!r}")
+    if not 0 <= value < B:
+        raise ValueError(f"{where}: batch_index must be in [0, {B}) for x with B = {B}, got {value}")
+    return int(value)

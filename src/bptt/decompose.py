@@ -130,8 +130,7 @@ def gradient_by_gap(
     True
     """
     where = "gradient_by_gap"
-    if not isinstance(model, RNN):
-        raise TypeError(f"{where}: model must be a bptt network (Elman, LSTM, GRU or RNN), got {type(model).__name__}")
+    _checks.network(model, where)
     if not isinstance(param, str):
         raise TypeError(f"{where}: param must be a parameter name (str), got {param!r}")
     if param not in model.params:

@@ -153,8 +153,7 @@ def gradient_dependence(
     Dependence
     """
     where = "gradient_dependence"
-    if not isinstance(model, RNN):
-        raise TypeError(f"{where}: model must be a bptt network (Elman, LSTM, GRU or RNN), got {type(model).__name__}")
+    _checks.network(model, where)
     eps = _real(eps, "eps", where, positive=True)
     rtol = _real(rtol, "rtol", where, positive=False)
     x, states0 = model._prepare(x, h0, where)  # validated in the model's dtype, errors named here

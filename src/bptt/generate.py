@@ -88,8 +88,7 @@ def generate(
     Generation
     """
     where = "generate"
-    if not isinstance(model, RNN):
-        raise TypeError(f"{where}: model must be a bptt network, got {type(model).__name__}")
+    _checks.network(model, where)
     steps = _checks.positive_int(steps, "steps", where)
     if feedback not in FEEDBACK_MODES:
         raise ValueError(f"{where}: feedback must be one of {list(FEEDBACK_MODES)}, got {feedback!r}")

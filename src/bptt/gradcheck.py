@@ -151,8 +151,7 @@ def gradcheck(
     GradcheckReport
     """
     where = "gradcheck"
-    if not isinstance(model, RNN):
-        raise TypeError(f"{where}: model must be a bptt network (Elman, LSTM, GRU or RNN), got {type(model).__name__}")
+    _checks.network(model, where)
     for name, value in (("eps", eps), ("rtol", rtol), ("atol", 1.0 if atol is None else atol)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
             raise ValueError(f"{where}: {name} must be a positive finite number, got {value!r}")

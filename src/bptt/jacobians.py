@@ -181,8 +181,7 @@ def jacobian_map(
     JacobianMap
     """
     where = "jacobian_map"
-    if not isinstance(model, RNN):
-        raise TypeError(f"{where}: model must be a bptt network (Elman, LSTM, GRU or RNN), got {type(model).__name__}")
+    _checks.network(model, where)
     if not isinstance(norm, str) or norm not in NORMS:
         raise ValueError(f"{where}: norm must be one of {list(NORMS)}, got {norm!r}")
     if isinstance(exact_up_to, bool) or not isinstance(exact_up_to, numbers.Integral):
@@ -193,10 +192,7 @@ def jacobian_map(
     rng = _checks.generator(seed, where)
     x, states0 = model._prepare(x, h0, where)  # validated in the model's dtype, errors named here
     B = x.shape[1]
-    if isinstance(batch_index, bool) or not isinstance(batch_index, numbers.Integral):
-        raise TypeError(f"{where}: batch_index must be an integer, got {batch_index!r}")
-    if not 0 <= batch_index < B:
-        raise ValueError(f"{where}: batch_index must be in [0, {B}) for x with B = {B}, got {batch_index}")
+    batch_index = _checks.batch_index(batch_index, B, where)
     b = int(batch_index)
 
     m = model.astype("float64")

@@ -185,8 +185,7 @@ def input_sensitivity(
     InputSensitivity
     """
     where = "input_sensitivity"
-    if not isinstance(model, RNN):
-        raise TypeError(f"{where}: model must be a bptt network (Elman, LSTM, GRU or RNN), got {type(model).__name__}")
+    _checks.network(model, where)
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not np.isfinite(threshold):
         raise TypeError(f"{where}: threshold must be a positive number, got {threshold!r}")
     if threshold <= 0:
@@ -195,10 +194,7 @@ def input_sensitivity(
     T, B = x.shape[:2]
     y = _checks.targets(y, T, B, model.output_size, model.output.class_targets, model.dtype, model.output.name, where)
     w = _checks.loss_weights(loss_weights, T, B, model.dtype, where)
-    if isinstance(batch_index, bool) or not isinstance(batch_index, numbers.Integral):
-        raise TypeError(f"{where}: batch_index must be an integer, got {batch_index!r}")
-    if not 0 <= batch_index < B:
-        raise ValueError(f"{where}: batch_index must be in [0, {B}) for x with B = {B}, got {batch_index}")
+    batch_index = _checks.batch_index(batch_index, B, where)
     b = int(batch_index)
 
     m = model.astype("float64")

@@ -1,15 +1,17 @@
-"""The PyTorch side of the benchmarks: bptt's language model as torch modules, same weights.
+"""What both benchmark scripts share: bptt's language model in PyTorch (same weights) and latency timers.
 
 Imported by the benchmark scripts after they have set the thread-count variables.
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TorchLM"]
+__all__ = ["TorchLM", "latency_bptt", "latency_torch"]
 
 
 class TorchLM(torch.nn.Module):
@@ -47,3 +49,31 @@ class TorchLM(torch.nn.Module):
         if self.cell == "gru":
             out["b_hn"] = g["rnn.bias_hh_l0"][2 * H :]
         return out
+
+
+def latency_bptt(model, n: int) -> float:
+    """Seconds per generated token (batch 1, sampling included) through bptt's single-step path."""
+    from bptt.sampling import next_token
+
+    rng = np.random.default_rng(0)
+    states = model._state(None, 1, "bench")
+    x = np.zeros(1, np.intp)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        z, states = model._step(x, states)
+        x[0] = next_token(z[0], rng)
+    return (time.perf_counter() - t0) / n
+
+
+@torch.no_grad()
+def latency_torch(net, n: int) -> float:
+    """Seconds per generated token (batch 1, sampling included) through a torch module call."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.zeros((1, 1), dtype=torch.int64)
+    state = None
+    t0 = time.perf_counter()
+    for _ in range(n):
+        logits, state = net(x, state)
+        p = torch.softmax(logits[0, 0], -1)
+        x[0, 0] = int(torch.multinomial(p, 1, generator=gen))
+    return (time.perf_counter() - t0) / n
