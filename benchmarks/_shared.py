@@ -52,16 +52,20 @@ class TorchLM(torch.nn.Module):
 
 
 def latency_bptt(model, n: int) -> float:
-    """Seconds per generated token (batch 1, sampling included) through bptt's single-step path."""
-    from bptt.sampling import next_token
+    """Seconds per generated token (batch 1, sampling included) through ``bptt.sampling.sample_text``.
 
-    rng = np.random.default_rng(0)
-    states = model._state(None, 1, "bench")
-    x = np.zeros(1, np.intp)
+    The clock starts after the first token, once the model has been prepared (a
+    :class:`bptt.Stepper`) and the one-token prime has run.
+    """
+    from bptt.sampling import sample_text
+    from bptt.vocab import Vocabulary
+
+    vocab = Vocabulary(tuple(chr(0x100 + i) for i in range(model.input_size)))
+    stream = sample_text(model, vocab, vocab.tokens[0], n + 1, seed=0)
+    next(stream)
     t0 = time.perf_counter()
-    for _ in range(n):
-        z, states = model._step(x, states)
-        x[0] = next_token(z[0], rng)
+    for _ in stream:
+        pass
     return (time.perf_counter() - t0) / n
 
 

@@ -30,5 +30,6 @@ from .network import Trace as Trace
 from .sensitivity import InputSensitivity as InputSensitivity
 from .sensitivity import input_sensitivity as input_sensitivity
 from .sensitivity import robust_z_scores as robust_z_scores
+from .stepper import Stepper as Stepper
 
 __version__ = "0.1.0"

@@ -10,7 +10,9 @@ into the next token, which is fed back as the next input (one-to-many generation
     draw    k = argmax(z + g), g = −log e, e ~ Exp(1)   (Gumbel noise; greedy: k = argmax z_t)
 
 The Gumbel-max draw is an exact sample from ``softmax(z)`` that needs no
-normalisation or cumulative sum: one vector of noise and one ``argmax``.
+normalisation or cumulative sum: one vector of noise and one ``argmax``. The
+network runs as a :class:`~bptt.stepper.Stepper` (token tables, folded biases,
+the temperature folded into the output layer, buffers allocated once).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from . import _checks
 from .network import RNN
+from .stepper import Stepper
 from .vocab import UNK, Vocabulary
 
 __all__ = ["default_prime", "next_token", "sample_text"]
@@ -127,15 +130,48 @@ def sample_text(
     return _stream(model, vocab, vocab.encode(prime, strict=False), n, rng, temperature, top_k, top_p, greedy)
 
 
+_MIN_FOLDED_TEMPERATURE = 1e-4
+
+
+class _Gumbel:
+    """Gumbel-max draws ``argmax(z + g)`` with the noise ``g`` drawn in blocks of rows.
+
+    One ``(rows, N)`` block of exponential draws replaces one call per token; the
+    block size depends only on ``N``, so a longer sample continues a shorter one.
+    """
+
+    def __init__(self, rng: np.random.Generator, n: int, dtype) -> None:
+        self.rng, self.n, self.dtype = rng, n, dtype
+        self.rows = max(1, 2**16 // n)
+        self.block = np.empty((0, n), dtype)
+        self.i = 0
+        self.buf = np.empty(n, dtype)
+
+    def draw(self, z: np.ndarray) -> int:
+        if self.i == self.block.shape[0]:
+            e = self.rng.standard_exponential((self.rows, self.n))
+            self.block = (-np.log(e)).astype(self.dtype)  # g = −log e, e ~ Exp(1)
+            self.i = 0
+        g = self.block[self.i]
+        self.i += 1
+        return int(np.add(z, g, out=self.buf).argmax())
+
+
 def _stream(model, vocab, ids, n, rng, temperature, top_k, top_p, greedy) -> Iterator[str]:
     """The generation loop of :func:`sample_text`, on checked arguments."""
-    fwd = model.forward(ids[:, None].astype(np.intp))  # the whole prime in one pass: (T, 1)
-    z, states = fwd.logits[-1, 0], model._state(fwd.state, 1, "sample_text")
-    x = np.empty(1, np.intp)
+    # z/τ comes out of the output layer, unless τ is so small that U/τ could overflow: then
+    # next_token divides in float64 after shifting by the maximum.
+    fold = not greedy and temperature >= _MIN_FOLDED_TEMPERATURE
+    stepper = Stepper(model, temperature=temperature if fold else 1.0)
+    z = stepper.feed(ids)  # the whole prime in one pass
+    gumbel = _Gumbel(rng, model.output_size, model.dtype)
     for i in range(n):
-        tok = next_token(z, rng, temperature, top_k, top_p, greedy)
+        if greedy:
+            tok = int(z.argmax())
+        elif not fold or top_k is not None or top_p is not None:
+            tok = next_token(z, rng, 1.0 if fold else temperature, top_k, top_p)
+        else:
+            tok = gumbel.draw(z)
         yield vocab.tokens[tok]
         if i + 1 < n:
-            x[0] = tok
-            logits, states = model._step(x, states)  # inputs are valid by construction
-            z = logits[0]
+            z = stepper.step(tok)
