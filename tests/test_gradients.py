@@ -453,3 +453,19 @@ def test_float32_matches_float64(case: Case) -> None:
     bad += mismatches(r32.grads, r64.grads, F32_TOL, "float32", "float64")
     bad += mismatches({"outputs": r32.outputs}, {"outputs": r64.outputs}, F32_TOL, "float32", "float64")
     assert not bad, f"{case.id}: float32 differs from float64:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize(("T", "B", "D"), [(3, 2, 5), (20, 30, 40)])  # one-hot product path / sorted-sum path
+def test_token_ids_equal_one_hot_inputs(cell: str, T: int, B: int, D: int) -> None:
+    # Token ids are a gather forward and a scatter backward; a one-hot float input is the same
+    # function through ordinary products. Sizes on both sides of inputs._ONE_HOT_LIMIT.
+    m = bptt.RNN(D, [bptt.LayerSpec(cell, 6)], D, output_reads_input=True, seed=2)
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, D, (T, B))
+    y = rng.integers(0, D, (T, B))
+    tokens = m.loss_and_grad(ids, y)
+    dense = m.loss_and_grad(np.eye(D)[ids], y)
+    assert abs(tokens.loss - dense.loss) <= 1e-12 * abs(dense.loss)
+    for k in m.params:
+        np.testing.assert_allclose(tokens.grads[k], dense.grads[k], rtol=0, atol=1e-12, err_msg=k)

@@ -37,9 +37,14 @@ def project(x: np.ndarray, V: np.ndarray) -> np.ndarray:
     ndarray, (T, B, H), C-contiguous and freshly allocated (safe to add into).
     """
     if is_tokens(x):
-        return V.T[x]  # (T, B, H): column x_t of V for every (t, b)
+        # (T, B, H): column x_t of V for every (t, b). Gathering rows of a contiguous Vᵀ reads
+        # memory in order; indexing the strided view V.T directly is 4-5× slower.
+        return np.take(np.ascontiguousarray(V.T), x, axis=0)
     T, B, D = x.shape
     return (x.reshape(T * B, D) @ V.T).reshape(T, B, V.shape[0])
+
+
+_ONE_HOT_LIMIT = 16384  # ids × destinations below which scatter_rows multiplies by a one-hot matrix
 
 
 def scatter_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
@@ -57,9 +62,12 @@ def scatter_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     -------
     ndarray, (n, H) with ``out[i] = Σ_{j: ids[j] = i} rows[j]``.
     """
+    if ids.size * n <= _ONE_HOT_LIMIT:
+        # Few rows: one product with the one-hot matrix beats a sum call per distinct id.
+        one_hot = np.zeros((ids.size, n), rows.dtype)
+        one_hot[np.arange(ids.size), ids] = 1.0
+        return one_hot.T @ rows
     out = np.zeros((n, rows.shape[1]), dtype=rows.dtype)
-    if ids.size == 0:
-        return out
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     grouped = np.take(rows, order, axis=0)  # rows of the same id are now contiguous

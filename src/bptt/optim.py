@@ -41,6 +41,47 @@ def _rate(value: object, name: str, where: str, *, allow_zero: bool = False, bel
     return float(value)
 
 
+class _Flat:
+    """The parameters of one dtype laid end to end: every update runs once over all of them.
+
+    ``gather`` copies the gradients into one preallocated vector; the update is
+    computed there in a few whole-vector operations into a second preallocated
+    vector; ``apply`` subtracts each parameter's slice of it in place. Per-parameter
+    optimizer state lives in flat vectors too, exposed as views shaped like each
+    parameter. Nothing is allocated per step.
+    """
+
+    def __init__(self, params: Mapping[str, np.ndarray], keys: list[str]) -> None:
+        self.params = [params[k] for k in keys]
+        self.keys = keys
+        self.sizes = [p.size for p in self.params]
+        self.offsets = np.cumsum([0, *self.sizes])
+        dtype = self.params[0].dtype
+        self.g = np.empty(int(self.offsets[-1]), dtype)  # the gradient, then the L2-decayed gradient
+        self.u = np.empty_like(self.g)  # scratch, ends as the update to subtract
+        self.p: np.ndarray | None = None  # the parameters, gathered only for L2 decay
+
+    def views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Each parameter's slice of ``flat``, shaped like the parameter."""
+        return {
+            k: flat[a:b].reshape(p.shape)
+            for k, p, a, b in zip(self.keys, self.params, self.offsets[:-1], self.offsets[1:], strict=True)
+        }
+
+    def gather(self, grads: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([grads[k].reshape(-1) for k in self.keys], out=self.g)
+
+    def gather_params(self) -> np.ndarray:
+        if self.p is None:
+            self.p = np.empty_like(self.g)
+        return np.concatenate([p.reshape(-1) for p in self.params], out=self.p)
+
+    def apply(self, update: np.ndarray) -> None:
+        """``θ ← θ − update`` for every parameter, in place."""
+        for p, a, b in zip(self.params, self.offsets[:-1], self.offsets[1:], strict=True):
+            p -= update[a:b].reshape(p.shape)
+
+
 class Optimizer(ABC):
     """Base class: validates the hyper-parameters and owns the step counter.
 
@@ -52,22 +93,40 @@ class Optimizer(ABC):
         Learning rate, or a schedule ``lr(step) -> float`` (``step`` counts from 0).
     weight_decay : float
         L2 coefficient λ (decoupled for :class:`AdamW`).
+
+    Each update runs over all parameters of one dtype at once (see ``_Flat``), so a
+    step costs a dozen NumPy calls whatever the number of parameters, and allocates
+    nothing.
     """
 
     name = "optimizer"
     _slots: tuple[str, ...] = ()
+    _decoupled = False
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float | Callable[[int], float], weight_decay: float = 0.0):
         where = type(self).__name__
         if not isinstance(params, Mapping) or not params:
             raise ValueError(f"{where}: params must be a non-empty dict of arrays")
+        for k, v in params.items():
+            if not isinstance(v, np.ndarray) or v.dtype.kind != "f" or not v.flags.writeable:
+                raise TypeError(f"{where}: params[{k!r}] must be a writeable float array, got {type(v).__name__}")
         self.params = params
         self.schedule = lr if callable(lr) else None
         self.lr = None if callable(lr) else _rate(lr, "lr", where)
         self.weight_decay = _rate(weight_decay, "weight_decay", where, allow_zero=True)
         self.steps = 0
+        by_dtype: dict[np.dtype, list[str]] = {}
+        for k, v in params.items():
+            by_dtype.setdefault(v.dtype, []).append(k)
+        self._groups = [_Flat(params, keys) for keys in by_dtype.values()]
+        # Flat state per group and slot; self.state[slot][name] are views shaped like the parameter.
+        self._flat_state = [{slot: np.zeros_like(g.g) for slot in self._slots} for g in self._groups]
+        views = [
+            {slot: g.views(flat[slot]) for slot in self._slots}
+            for g, flat in zip(self._groups, self._flat_state, strict=True)
+        ]
         self.state: dict[str, dict[str, np.ndarray]] = {
-            slot: {k: np.zeros_like(v) for k, v in params.items()} for slot in self._slots
+            slot: {k: next(v[slot][k] for v in views if k in v[slot]) for k in params} for slot in self._slots
         }
 
     def current_lr(self) -> float:
@@ -81,16 +140,23 @@ class Optimizer(ABC):
 
     def step(self, grads: Mapping[str, np.ndarray]) -> None:
         """Update every parameter from its gradient (extra keys such as ``"h0"`` are ignored)."""
+        where = f"{type(self).__name__}.step"
+        for k, p in self.params.items():
+            if k not in grads:
+                raise ValueError(f"{where}: grads has no entry for parameter {k!r}")
+            if np.shape(grads[k]) != p.shape:
+                raise ValueError(f"{where}: grads[{k!r}] must have shape {p.shape}, got {np.shape(grads[k])}")
         lr = self.current_lr()
         self.steps += 1
-        for k, p in self.params.items():
-            self._update(k, p, grads[k], lr)
+        for group, state in zip(self._groups, self._flat_state, strict=True):
+            g = group.gather(grads)
+            if self.weight_decay and not self._decoupled:
+                g += self.weight_decay * group.gather_params()  # classic L2: g ← g + λ θ
+            group.apply(self._update(g, group.u, state, lr, group))
 
     @abstractmethod
-    def _update(self, name: str, p: np.ndarray, g: np.ndarray, lr: float) -> None: ...
-
-    def _l2(self, p: np.ndarray, g: np.ndarray) -> np.ndarray:
-        return g + self.weight_decay * p if self.weight_decay else g
+    def _update(self, g: np.ndarray, u: np.ndarray, state: dict[str, np.ndarray], lr: float, group: _Flat):
+        """The update to subtract from the flat parameters, computed into ``u`` (``g`` may be overwritten)."""
 
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, object]]:
         """``(arrays, scalars)``: per-parameter state named ``"slot/param"`` and JSON-able scalars."""
@@ -125,14 +191,20 @@ class SGD(Optimizer):
         self._slots = ("velocity",) if self.momentum else ()
         super().__init__(params, lr, weight_decay)
 
-    def _update(self, name, p, g, lr):
-        g = self._l2(p, g)
+    def _update(self, g, u, state, lr, group):
         if self.momentum:
-            v = self.state["velocity"][name]
+            v = state["velocity"]
             v *= self.momentum
-            v += g
-            g = g + self.momentum * v if self.nesterov else v
-        p -= lr * g
+            v += g  # v ← μ v + g
+            if self.nesterov:
+                np.multiply(v, self.momentum, out=u)
+                u += g  # g + μ v
+            else:
+                u[...] = v
+        else:
+            u[...] = g
+        u *= lr
+        return u
 
 
 class Adagrad(Optimizer):
@@ -145,11 +217,14 @@ class Adagrad(Optimizer):
         self.eps = _rate(eps, "eps", "Adagrad")
         super().__init__(params, lr, weight_decay)
 
-    def _update(self, name, p, g, lr):
-        g = self._l2(p, g)
-        G = self.state["sum_sq"][name]
-        G += g * g
-        p -= lr * g / (np.sqrt(G) + self.eps)
+    def _update(self, g, u, state, lr, group):
+        G = state["sum_sq"]
+        G += np.multiply(g, g, out=u)  # G ← G + g²
+        np.sqrt(G, out=u)
+        u += self.eps
+        np.divide(g, u, out=u)
+        u *= lr  # lr · g / (√G + ε)
+        return u
 
 
 class RMSprop(Optimizer):
@@ -163,12 +238,17 @@ class RMSprop(Optimizer):
         self.eps = _rate(eps, "eps", "RMSprop")
         super().__init__(params, lr, weight_decay)
 
-    def _update(self, name, p, g, lr):
-        g = self._l2(p, g)
-        s = self.state["mean_sq"][name]
+    def _update(self, g, u, state, lr, group):
+        s = state["mean_sq"]
         s *= self.alpha
-        s += (1 - self.alpha) * g * g
-        p -= lr * g / (np.sqrt(s) + self.eps)
+        np.multiply(g, g, out=u)
+        u *= 1 - self.alpha
+        s += u  # s ← α s + (1 − α) g²
+        np.sqrt(s, out=u)
+        u += self.eps
+        np.divide(g, u, out=u)
+        u *= lr  # lr · g / (√s + ε)
+        return u
 
 
 class Adam(Optimizer):
@@ -186,34 +266,39 @@ class Adam(Optimizer):
         self.eps = _rate(eps, "eps", where)
         super().__init__(params, lr, weight_decay)
 
-    def _decay(self, p, g, lr):
-        return self._l2(p, g)
-
-    def _update(self, name, p, g, lr):
-        g = self._decay(p, g, lr)
-        m, v = self.state["m"][name], self.state["v"][name]
-        m *= self.beta1
-        m += (1 - self.beta1) * g
-        v *= self.beta2
-        v += (1 - self.beta2) * g * g
+    def _update(self, g, u, state, lr, group):
+        m, v = state["m"], state["v"]
         t = self.steps
-        m_hat = m / (1 - self.beta1**t)
-        v_hat = v / (1 - self.beta2**t)
-        p -= lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        np.subtract(g, m, out=u)
+        u *= 1 - self.beta1
+        m += u  # m ← β1 m + (1 − β1) g
+        v *= self.beta2
+        g *= g
+        g *= 1 - self.beta2
+        v += g  # v ← β2 v + (1 − β2) g²
+        # lr · m̂ / (√v̂ + ε) with m̂ = m / (1 − β1ᵗ), √v̂ = √v / √(1 − β2ᵗ)
+        np.sqrt(v, out=u)
+        u *= 1.0 / math.sqrt(1 - self.beta2**t)
+        u += self.eps
+        np.divide(m, u, out=u)
+        u *= lr / (1 - self.beta1**t)
+        return u
 
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter)."""
 
     name = "adamw"
+    _decoupled = True
 
     def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay: float = 0.01):
         super().__init__(params, lr, betas, eps, weight_decay)
 
-    def _decay(self, p, g, lr):
+    def _update(self, g, u, state, lr, group):
         if self.weight_decay:
-            p *= 1 - lr * self.weight_decay
-        return g
+            for p in group.params:
+                p *= 1 - lr * self.weight_decay  # θ ← θ − lr·λ·θ, before the Adam step
+        return super()._update(g, u, state, lr, group)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {c.name: c for c in (SGD, Adagrad, RMSprop, Adam, AdamW)}
