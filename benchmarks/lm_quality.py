@@ -50,6 +50,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from _shared import TorchLM, latency_bptt, latency_torch  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
+import bptt  # noqa: E402
 from bptt.optim import Adam, clip_grad_norm  # noqa: E402
 from bptt.train import TrainConfig, build_model, evaluate_loss, prepare_data  # noqa: E402
 
@@ -118,6 +119,7 @@ def eval_torch(net, ids, batch_size, seq_len):
 
 def main() -> int:
     a = ARGS
+    bptt.retain_freed_memory()  # as `bptt train` does (see bptt.allocator)
     cfg = TrainConfig(
         cell=a.cell,
         hidden_size=a.hidden_size,

@@ -8,6 +8,7 @@ The public API::
 """
 
 from .activations import HIDDEN_ACTIVATIONS as HIDDEN_ACTIVATIONS
+from .allocator import retain_freed_memory as retain_freed_memory
 from .decompose import GapDecomposition as GapDecomposition
 from .decompose import gradient_by_gap as gradient_by_gap
 from .dependence import Dependence as Dependence

@@ -63,6 +63,7 @@ from typing import Any
 
 import numpy as np
 
+from .allocator import retain_freed_memory
 from .atomic import write_atomic
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .corpus import read_corpus
@@ -326,9 +327,13 @@ class Trainer:
         Defaults to :func:`build_model`.
     log : callable, optional
         Receives one-line progress messages (default: print to stderr).
+
+    Building a trainer calls :func:`bptt.allocator.retain_freed_memory` (process-wide):
+    every step reuses memory the previous one freed instead of page-faulting it back in.
     """
 
     def __init__(self, config: TrainConfig, data: Data, out_dir, model: RNN | None = None, log=None) -> None:
+        retain_freed_memory()
         self.config = config
         self.data = data
         self.out_dir = Path(out_dir)

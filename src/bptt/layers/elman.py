@@ -132,9 +132,10 @@ class ElmanLayer(Layer):
         WT = W.T
         H = A  # h_t overwrites a_t in place: a_t is not needed by backward
         h = h0
+        rec = np.empty_like(h0)
         for t in range(A.shape[0]):
             a = A[t]
-            a += h @ WT
+            a += np.dot(h, WT, out=rec)  # the recurrent term, the only product in the loop
             h = f(a, out=H[t])
         cache = ElmanCache(x=x, h0=h0, H=H)
         freeze(H)
@@ -153,12 +154,12 @@ class ElmanLayer(Layer):
         T, B, Hs = H.shape
         dA = self.activation.df(H)  # f_h'(a_t) for every step at once; becomes ∂J/∂a_t in the loop
         DH = np.empty_like(H)  # total ∂J/∂h_t
-        dh_next = np.zeros((B, Hs), H.dtype) if dstate_T is None else dstate_T[0]
+        dh_next = np.zeros((B, Hs), H.dtype) if dstate_T is None else dstate_T[0].copy()
         for t in range(T - 1, -1, -1):
             dh = np.add(dH[t], dh_next, out=DH[t])  # direct term + everything from later steps
             da = dA[t]
             da *= dh  # through f_h
-            dh_next = da @ W  # into h_{t-1}
+            np.dot(da, W, out=dh_next)  # into h_{t-1}
         return Adjoints(d_in=dA, d_rec=dA, dh=DH, dstate0=(dh_next,))
 
     def _pack(self, dV, dW, adj, total):
