@@ -39,6 +39,8 @@ def project(x: np.ndarray, V: np.ndarray) -> np.ndarray:
     if is_tokens(x):
         # (T, B, H): column x_t of V for every (t, b). Gathering rows of a contiguous Vᵀ reads
         # memory in order; indexing the strided view V.T directly is 4-5× slower.
+        if x.size * V.shape[0] < V.size:  # fewer values gathered than V holds (one step): not worth a copy
+            return V.T[x]
         return np.take(np.ascontiguousarray(V.T), x, axis=0)
     T, B, D = x.shape
     return (x.reshape(T * B, D) @ V.T).reshape(T, B, V.shape[0])

@@ -69,7 +69,7 @@ class _Flat:
         }
 
     def gather(self, grads: Mapping[str, np.ndarray]) -> np.ndarray:
-        return np.concatenate([grads[k].reshape(-1) for k in self.keys], out=self.g)
+        return np.concatenate([np.ravel(grads[k]) for k in self.keys], out=self.g)
 
     def gather_params(self) -> np.ndarray:
         if self.p is None:
@@ -146,12 +146,21 @@ class Optimizer(ABC):
                 raise ValueError(f"{where}: grads has no entry for parameter {k!r}")
             if np.shape(grads[k]) != p.shape:
                 raise ValueError(f"{where}: grads[{k!r}] must have shape {p.shape}, got {np.shape(grads[k])}")
+        for group in self._groups:
+            for k, p in zip(group.keys, group.params, strict=True):
+                if self.params[k] is not p:
+                    raise ValueError(
+                        f"{where}: params[{k!r}] was replaced by another array after the optimizer was built; "
+                        "update parameters in place (p[...] = new) or build a new optimizer"
+                    )
         lr = self.current_lr()
         self.steps += 1
         for group, state in zip(self._groups, self._flat_state, strict=True):
             g = group.gather(grads)
             if self.weight_decay and not self._decoupled:
-                g += self.weight_decay * group.gather_params()  # classic L2: g ← g + λ θ
+                p = group.gather_params()
+                p *= self.weight_decay
+                g += p  # classic L2: g ← g + λ θ
             group.apply(self._update(g, group.u, state, lr, group))
 
     @abstractmethod

@@ -127,7 +127,12 @@ def sample_text(
     if missing:
         warnings.warn(f"prime words not in the vocabulary are read as {UNK}: {missing[:10]}", stacklevel=2)
     rng = _checks.generator(seed, "sample_text")
-    return _stream(model, vocab, vocab.encode(prime, strict=False), n, rng, temperature, top_k, top_p, greedy)
+    # z/τ comes out of the output layer, unless τ is so small that U/τ could overflow: then
+    # next_token divides in float64 after shifting by the maximum.
+    fold = not greedy and temperature >= _MIN_FOLDED_TEMPERATURE
+    stepper = Stepper(model, temperature=temperature if fold else 1.0)
+    ids = vocab.encode(prime, strict=False)
+    return _stream(stepper, vocab, ids, n, rng, 1.0 if fold else temperature, top_k, top_p, greedy)
 
 
 _MIN_FOLDED_TEMPERATURE = 1e-4
@@ -142,7 +147,7 @@ class _Gumbel:
 
     def __init__(self, rng: np.random.Generator, n: int, dtype) -> None:
         self.rng, self.n, self.dtype = rng, n, dtype
-        self.rows = max(1, 2**16 // n)
+        self.rows = max(1, 2**12 // n)
         self.block = np.empty((0, n), dtype)
         self.i = 0
         self.buf = np.empty(n, dtype)
@@ -157,21 +162,18 @@ class _Gumbel:
         return int(np.add(z, g, out=self.buf).argmax())
 
 
-def _stream(model, vocab, ids, n, rng, temperature, top_k, top_p, greedy) -> Iterator[str]:
-    """The generation loop of :func:`sample_text`, on checked arguments."""
-    # z/τ comes out of the output layer, unless τ is so small that U/τ could overflow: then
-    # next_token divides in float64 after shifting by the maximum.
-    fold = not greedy and temperature >= _MIN_FOLDED_TEMPERATURE
-    stepper = Stepper(model, temperature=temperature if fold else 1.0)
+def _stream(stepper, vocab, ids, n, rng, temperature, top_k, top_p, greedy) -> Iterator[str]:
+    """The generation loop of :func:`sample_text`, on checked arguments (``temperature`` still to apply)."""
     z = stepper.feed(ids)  # the whole prime in one pass
-    gumbel = _Gumbel(rng, model.output_size, model.dtype)
+    gumbel = _Gumbel(rng, z.shape[0], z.dtype)
+    plain = temperature == 1.0 and top_k is None and top_p is None
     for i in range(n):
         if greedy:
             tok = int(z.argmax())
-        elif not fold or top_k is not None or top_p is not None:
-            tok = next_token(z, rng, 1.0 if fold else temperature, top_k, top_p)
-        else:
+        elif plain:
             tok = gumbel.draw(z)
+        else:
+            tok = next_token(z, rng, temperature, top_k, top_p)
         yield vocab.tokens[tok]
         if i + 1 < n:
             z = stepper.step(tok)

@@ -16,7 +16,7 @@ calls as the cell allows, all into buffers allocated once:
   σ rows of every gate matrix halved once;
 * **temperature folded into the output layer** — ``z/τ = (U/τ) h + b_y/τ``.
 
-The logits equal :meth:`bptt.RNN.step`'s up to rounding (the products are
+The logits equal those of :meth:`bptt.RNN.forward` up to rounding (the products are
 summed in a different order). The model is copied: training it afterwards does
 not change a stepper built before.
 
@@ -216,9 +216,14 @@ class Stepper:
         self._first, self._top = self._cells[0], self._cells[-1].h1
         U, U_x, b_y = self.model.readout.weights(p)
         inv = 1.0 / self.temperature
-        self._UT = _aug(U * inv, None if b_y is None else b_y * inv, dtype)
-        self._U_x = None if U_x is None else np.ascontiguousarray(U_x.T * inv)  # (N, O): column k of U_x / τ
-        if not (np.isfinite(self._UT).all() and (self._U_x is None or np.isfinite(self._U_x).all())):
+        with np.errstate(over="ignore"):
+            self._UT = _aug(U * inv, None if b_y is None else b_y * inv, dtype)
+            self._U_x = None if U_x is None else np.ascontiguousarray(U_x.T * inv)  # (N, O): column k of U_x / τ
+        # A margin of 1e6 below overflow for the products with h̃ as well, not only the weights.
+        big = float(np.abs(self._UT).sum(axis=0).max())
+        if self._U_x is not None:
+            big = max(big, float(np.abs(self._U_x).max()))
+        if not np.isfinite(big) or big > np.finfo(dtype).max / 1e6:
             raise ValueError(f"{where}: temperature {temperature!r} is too small: the output weights / τ overflow")
         self._z = np.empty(self.model.output_size, dtype)
         self.reset(state)
