@@ -5,8 +5,9 @@ logits) every time and frees them at the end. glibc serves blocks above its mmap
 threshold with fresh ``mmap`` calls and hands the top of its heap back to the
 kernel once more than its trim threshold is free, so the next step's arrays are
 new pages that the kernel must fault in and zero one 4 KiB page at a time. On the
-benchmark machine (a KVM guest) that was 40% of an Elman step at H = 128, B = 32,
-T = 25 (3.4 → 2.0 ms); PyTorch's step, whose allocator keeps its memory, did not change.
+benchmark machine (a KVM guest) that was half of an Elman step at H = 128, B = 32,
+T = 25 (2.8 → 1.5 ms) and 10% at H = 1024, B = 64, T = 64 (164 → 149 ms); PyTorch's
+step, whose allocator keeps its memory, did not change.
 
 :func:`retain_freed_memory` sets two glibc options (``mallopt``), process-wide:
 
