@@ -455,3 +455,37 @@ def test_clip_grad_norm_zero_gradients():
     grads = {"W": np.zeros((2, 2)), "b": np.zeros(2)}
     assert clip_grad_norm(grads, 1.0) == 0.0
     assert all(not g.any() for g in grads.values())
+
+
+@pytest.mark.parametrize(("cls", "kw"), [(Adam, dict(lr=0.01, weight_decay=0.1)), (AdamW, dict(lr=0.01))])
+def test_mixed_dtypes_update_like_separate_optimizers(cls, kw):
+    # float32 and float64 parameters live in separate flat groups; each must update as if alone.
+    mixed = {k: v.astype(np.float32) if k == "b" else v for k, v in _params().items()}
+    alone64 = {k: v for k, v in _params().items() if k != "b"}
+    alone32 = {"b": _params()["b"].astype(np.float32)}
+    opts = cls(mixed, **kw), cls(alone64, **kw), cls(alone32, **kw)
+    for g in _grads():
+        opts[0].step(g)
+        opts[1].step({k: g[k] for k in alone64})
+        opts[2].step({"b": g["b"].astype(np.float32)})
+    assert mixed["b"].dtype == np.float32
+    for k in SHAPES:
+        want = alone32[k] if k == "b" else alone64[k]
+        np.testing.assert_array_equal(mixed[k], want, err_msg=k)
+        np.testing.assert_array_equal(opts[0].state["m"][k], (opts[2] if k == "b" else opts[1]).state["m"][k])
+
+
+def test_step_errors_name_the_parameter():
+    params = _params()
+    opt = Adam(params, lr=0.1)
+    g = _grads(1)[0]
+    with pytest.raises(ValueError, match=r"Adam.step: grads has no entry for parameter 'U'"):
+        opt.step({k: v for k, v in g.items() if k != "U"})
+    with pytest.raises(ValueError, match=r"Adam.step: grads\['W'\] must have shape \(4, 3\), got \(3, 4\)"):
+        opt.step(dict(g, W=g["W"].T))
+    params["W"] = params["W"].copy()  # rebinding instead of updating in place
+    with pytest.raises(ValueError, match=r"Adam.step: params\['W'\] was replaced by another array"):
+        opt.step(g)
+    with pytest.raises(TypeError, match=r"SGD: params\['W'\] must be a writeable float array, got ndarray"):
+        SGD({"W": np.zeros(3, int)}, lr=0.1)
+    assert opt.steps == 0  # refused steps change nothing

@@ -29,7 +29,7 @@ from .jacobians import JacobianMap, jacobian_map
 from .layers import ElmanLayer
 from .network import RNN
 from .sensitivity import InputSensitivity, input_sensitivity
-from .vocab import UNK, Vocabulary
+from .vocab import Vocabulary
 
 __all__ = [
     "MAX_EXPLAIN_TOKENS",
@@ -75,11 +75,7 @@ def explain_text(model: RNN, vocab: Vocabulary, text: str, param: str | None = N
     """
     if not isinstance(text, str) or not text:
         raise ValueError("text must be a non-empty string")
-    missing = vocab.unknown(text)
-    if missing and (vocab.level == "char" or UNK not in vocab.tokens):
-        shown = ", ".join(repr(u) for u in missing[:10]) + (" …" if len(missing) > 10 else "")
-        raise ValueError(f"text has {len(missing)} {vocab.level}s outside the model's vocabulary: {shown}")
-    ids = vocab.encode(text, strict=False).astype(np.intp)
+    ids = vocab.encode_input(text, "text")[0].astype(np.intp)
     if len(ids) < 2:
         raise ValueError(f"text must have at least 2 {vocab.level}s (one input and one target), got {len(ids)}")
     if len(ids) > MAX_EXPLAIN_TOKENS + 1:

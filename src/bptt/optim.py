@@ -82,6 +82,15 @@ class _Flat:
             p -= update[a:b].reshape(p.shape)
 
 
+def _rms_step(g: np.ndarray, s: np.ndarray, eps: float, lr: float, u: np.ndarray) -> np.ndarray:
+    """``lr · g / (√s + ε)`` into ``u`` (Adagrad's and RMSprop's step)."""
+    np.sqrt(s, out=u)
+    u += eps
+    np.divide(g, u, out=u)
+    u *= lr
+    return u
+
+
 class Optimizer(ABC):
     """Base class: validates the hyper-parameters and owns the step counter.
 
@@ -121,13 +130,10 @@ class Optimizer(ABC):
         self._groups = [_Flat(params, keys) for keys in by_dtype.values()]
         # Flat state per group and slot; self.state[slot][name] are views shaped like the parameter.
         self._flat_state = [{slot: np.zeros_like(g.g) for slot in self._slots} for g in self._groups]
-        views = [
-            {slot: g.views(flat[slot]) for slot in self._slots}
-            for g, flat in zip(self._groups, self._flat_state, strict=True)
-        ]
-        self.state: dict[str, dict[str, np.ndarray]] = {
-            slot: {k: next(v[slot][k] for v in views if k in v[slot]) for k in params} for slot in self._slots
-        }
+        self.state: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in self._slots}
+        for group, flat in zip(self._groups, self._flat_state, strict=True):
+            for slot in self._slots:
+                self.state[slot].update(group.views(flat[slot]))
 
     def current_lr(self) -> float:
         """The learning rate the next :meth:`step` will use."""
@@ -229,11 +235,7 @@ class Adagrad(Optimizer):
     def _update(self, g, u, state, lr, group):
         G = state["sum_sq"]
         G += np.multiply(g, g, out=u)  # G ← G + g²
-        np.sqrt(G, out=u)
-        u += self.eps
-        np.divide(g, u, out=u)
-        u *= lr  # lr · g / (√G + ε)
-        return u
+        return _rms_step(g, G, self.eps, lr, u)
 
 
 class RMSprop(Optimizer):
@@ -253,11 +255,7 @@ class RMSprop(Optimizer):
         np.multiply(g, g, out=u)
         u *= 1 - self.alpha
         s += u  # s ← α s + (1 − α) g²
-        np.sqrt(s, out=u)
-        u += self.eps
-        np.divide(g, u, out=u)
-        u *= lr  # lr · g / (√s + ε)
-        return u
+        return _rms_step(g, s, self.eps, lr, u)
 
 
 class Adam(Optimizer):

@@ -30,6 +30,8 @@ from .vocab import UNK, Vocabulary
 
 __all__ = ["default_prime", "next_token", "sample_text"]
 
+_MIN_FOLDED_TEMPERATURE = 1e-4  # below it, z/τ is computed in float64 rather than folded into U
+
 
 def default_prime(vocab: Vocabulary) -> str:
     """A neutral text to start from: a newline or a space if the vocabulary has one."""
@@ -120,10 +122,7 @@ def sample_text(
     _check(n, temperature, top_k, top_p, len(vocab))
     if not isinstance(prime, str) or not prime:
         raise ValueError("prime must be a non-empty string")
-    missing = vocab.unknown(prime)
-    if missing and (vocab.level == "char" or UNK not in vocab.tokens):
-        shown = ", ".join(repr(c) for c in missing[:10]) + (" …" if len(missing) > 10 else "")
-        raise ValueError(f"prime has {len(missing)} {vocab.level}s outside the model's vocabulary: {shown}")
+    ids, missing = vocab.encode_input(prime, "prime")
     if missing:
         warnings.warn(f"prime words not in the vocabulary are read as {UNK}: {missing[:10]}", stacklevel=2)
     rng = _checks.generator(seed, "sample_text")
@@ -131,11 +130,7 @@ def sample_text(
     # next_token divides in float64 after shifting by the maximum.
     fold = not greedy and temperature >= _MIN_FOLDED_TEMPERATURE
     stepper = Stepper(model, temperature=temperature if fold else 1.0)
-    ids = vocab.encode(prime, strict=False)
     return _stream(stepper, vocab, ids, n, rng, 1.0 if fold else temperature, top_k, top_p, greedy)
-
-
-_MIN_FOLDED_TEMPERATURE = 1e-4
 
 
 class _Gumbel:

@@ -33,6 +33,7 @@ h̃            (H+1,)          state with its trailing 1 (and ``c`` for the LSTM
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -197,9 +198,8 @@ class Stepper:
             raise TypeError(f"{where}: model must be a bptt RNN, got {type(model).__name__}")
         if model.output.name != "softmax":
             raise ValueError(f"{where}: model must have a softmax output, got {model.output.name!r}")
-        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature > 0:
-            raise ValueError(f"{where}: temperature must be a finite number > 0, got {temperature!r}")
-        if not np.isfinite(temperature):
+        real = not isinstance(temperature, bool) and isinstance(temperature, numbers.Real)
+        if not real or not 0 < temperature < math.inf:
             raise ValueError(f"{where}: temperature must be a finite number > 0, got {temperature!r}")
         model._check_params(where)
         self.model = model.copy()

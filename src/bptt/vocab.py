@@ -97,13 +97,27 @@ class Vocabulary:
         units = self.split(text)
         index = self._index
         if strict or UNK not in index:
-            missing = self.unknown(text)
-            if missing:
-                shown = ", ".join(repr(u) for u in missing[:10]) + (" …" if len(missing) > 10 else "")
-                raise ValueError(f"text has {len(missing)} {self.level}s outside the vocabulary: {shown}")
+            self._refuse(self.unknown(text), "text", "the vocabulary")
             return np.fromiter((index[u] for u in units), np.int32, len(units))
         unk = index[UNK]
         return np.fromiter((index.get(u, unk) for u in units), np.int32, len(units))
+
+    def encode_input(self, text: str, name: str) -> tuple[np.ndarray, list[str]]:
+        """Token ids of ``text`` given to a model, and the words read as ``<unk>``.
+
+        Characters outside the vocabulary (or words, in a vocabulary without ``<unk>``)
+        are a ``ValueError`` that names them and calls the text ``name``; unknown words
+        become ``<unk>`` and are returned so the caller can warn.
+        """
+        missing = self.unknown(text)
+        if self.level == "char" or UNK not in self._index:
+            self._refuse(missing, name, "the model's vocabulary")
+        return self.encode(text, strict=False), missing
+
+    def _refuse(self, missing: list[str], name: str, whose: str) -> None:
+        if missing:
+            shown = ", ".join(repr(u) for u in missing[:10]) + (" …" if len(missing) > 10 else "")
+            raise ValueError(f"{name} has {len(missing)} {self.level}s outside {whose}: {shown}")
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of token ids."""
