@@ -22,7 +22,7 @@ def is_tokens(x: np.ndarray) -> bool:
     return x.dtype.kind in "iu"
 
 
-def project(x: np.ndarray, V: np.ndarray) -> np.ndarray:
+def project(x: np.ndarray, V: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Input term ``A_t = V x_t`` for every step.
 
     Parameters
@@ -31,19 +31,26 @@ def project(x: np.ndarray, V: np.ndarray) -> np.ndarray:
         Inputs, or token ids standing for one-hot vectors of size D.
     V : ndarray, (H, D)
         Input weight, oriented (out, in).
+    out : ndarray, (T, B, H), C-contiguous, optional
+        Where to write the result (e.g. a slice of a larger buffer).
 
     Returns
     -------
-    ndarray, (T, B, H), C-contiguous and freshly allocated (safe to add into).
+    ndarray, (T, B, H), C-contiguous: ``out``, or a fresh array (safe to add into).
     """
+    T, B = x.shape[:2]
+    if out is None:
+        out = np.empty((T, B, V.shape[0]), V.dtype)
     if is_tokens(x):
         # (T, B, H): column x_t of V for every (t, b). Gathering rows of a contiguous Vᵀ reads
         # memory in order; indexing the strided view V.T directly is 4-5× slower.
         if x.size * V.shape[0] < V.size:  # fewer values gathered than V holds (one step): not worth a copy
-            return V.T[x]
-        return np.take(np.ascontiguousarray(V.T), x, axis=0)
-    T, B, D = x.shape
-    return (x.reshape(T * B, D) @ V.T).reshape(T, B, V.shape[0])
+            out[...] = V.T[x]
+        else:
+            np.take(np.ascontiguousarray(V.T), x, axis=0, out=out)
+        return out
+    np.matmul(x.reshape(T * B, -1), V.T, out=out.reshape(T * B, V.shape[0]))
+    return out
 
 
 _ONE_HOT_LIMIT = 16384  # ids × destinations below which scatter_rows multiplies by a one-hot matrix

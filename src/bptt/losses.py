@@ -51,6 +51,22 @@ def _softmax_loss(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     return lse - np.take_along_axis(shifted, y[..., None], axis=-1)[..., 0]
 
 
+def _softmax_loss_given_probs(p: np.ndarray, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``_softmax_loss`` from the probabilities ``p = softmax(z)`` already computed: ``-log p_y``.
+
+    One gather and one log per (t, b) instead of two more passes over (T, B, O). Where ``p_y``
+    is too small to carry full precision (below ``tiny / eps``, or zero after underflow) the
+    loss is recomputed from the logits for those entries only.
+    """
+    p_y = np.take_along_axis(p, y[..., None], axis=-1)[..., 0]
+    info = np.finfo(p.dtype)
+    small = p_y < info.tiny / info.eps
+    loss = -np.log(np.where(small, 1.0, p_y))
+    if small.any():
+        loss[small] = _softmax_loss(z[small][None], y[small][None])[0]
+    return loss
+
+
 def _sigmoid_loss(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-(t, b) binary cross-entropy from logits: Σ_o softplus(z) - y z."""
     softplus = np.logaddexp(0.0, z)
@@ -89,6 +105,9 @@ class Output:
         ``f(z) -> p`` on ``(..., O)`` logits.
     loss : callable
         ``loss(z, y) -> (T, B)`` per-step, per-sequence loss computed from the logits.
+    loss_given_outputs : callable
+        ``loss_given_outputs(p, z, y) -> (T, B)``: the same loss when ``p = f(z)`` is already
+        computed (softmax: ``-log p_y``, no second pass over the logits).
     residual : callable
         ``residual(p, y) -> ∂Loss/∂z = p - y`` of shape ``(T, B, O)``.
     class_targets : bool
@@ -100,14 +119,33 @@ class Output:
     loss_name: str
     f: Callable[[np.ndarray], np.ndarray]
     loss: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    loss_given_outputs: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
     residual: Callable[[np.ndarray, np.ndarray], np.ndarray]
     class_targets: bool
 
 
 OUTPUTS: dict[str, Output] = {
-    "softmax": Output("softmax", "cross_entropy", softmax, _softmax_loss, _class_residual, True),
-    "sigmoid": Output("sigmoid", "binary_cross_entropy", sigmoid, _sigmoid_loss, _dense_residual, False),
-    "identity": Output("identity", "squared_error", _identity, _squared_loss, _dense_residual, False),
+    "softmax": Output(
+        "softmax", "cross_entropy", softmax, _softmax_loss, _softmax_loss_given_probs, _class_residual, True
+    ),
+    "sigmoid": Output(
+        "sigmoid",
+        "binary_cross_entropy",
+        sigmoid,
+        _sigmoid_loss,
+        lambda p, z, y: _sigmoid_loss(z, y),  # from the logits: log σ(z) is stabler than log p
+        _dense_residual,
+        False,
+    ),
+    "identity": Output(
+        "identity",
+        "squared_error",
+        _identity,
+        _squared_loss,
+        lambda p, z, y: _squared_loss(p, y),  # p = z
+        _dense_residual,
+        False,
+    ),
 }
 
 

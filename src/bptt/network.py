@@ -594,7 +594,7 @@ class RNN:
         T, B = fwd.logits.shape[:2]
         y = _checks.targets(y, T, B, self.output_size, self.output.class_targets, self.dtype, self.output.name, where)
         w = _checks.loss_weights(loss_weights, T, B, self.dtype, where)
-        per_step = self.output.loss(fwd.logits, y)  # (T, B)
+        per_step = self.output.loss_given_outputs(fwd.outputs, fwd.logits, y)  # (T, B)
         if w is not None:
             per_step = per_step * w
         return float(per_step.sum() / B), y, w

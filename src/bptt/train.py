@@ -594,7 +594,7 @@ def evaluate_loss(model: RNN, ids: np.ndarray, batch_size: int, seq_len: int, ma
         end = min(start + seq_len, L - 1)
         x, y = streams[:, start:end].T, streams[:, start + 1 : end + 1].T
         fwd = model.forward(x, state)
-        total += float(model.output.loss(fwd.logits, y).sum())
+        total += float(model.output.loss_given_outputs(fwd.outputs, fwd.logits, y).sum())
         count += y.size
         state = fwd.state
         if not math.isfinite(total):

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..inputs import is_tokens, project_backward, step_terms
 
-__all__ = ["Adjoints", "Layer", "freeze", "previous_states", "uniform"]
+__all__ = ["Adjoints", "Layer", "freeze", "previous_states", "state_buffer", "uniform"]
 
 State = tuple[np.ndarray, ...]
 
@@ -170,6 +170,17 @@ class Layer(ABC):
         """One step: ``x_t`` of shape ``(B, D)`` (or ``(B,)`` token ids) → new state."""
 
 
+def state_buffer(h0: np.ndarray, T: int) -> np.ndarray:
+    """``(T + 1, B, H)`` buffer for ``h_0 .. h_T`` with ``h_0`` written in.
+
+    A layer's loop fills ``buf[1:]`` (its ``H``), so ``buf[:-1]``, the state each step
+    starts from, is a view: ``∂J/∂W = Σ_t d_tᵀ h_{t-1}`` needs no copy of the states.
+    """
+    buf = np.empty((T + 1, *h0.shape), h0.dtype)
+    buf[0] = h0
+    return buf
+
+
 def previous_states(cache: Any) -> np.ndarray:
-    """``h_0 .. h_{T-1}``, the hidden state each step starts from, ``(T, B, H)``."""
-    return np.concatenate((cache.h0[None], cache.H[:-1]), axis=0)
+    """``h_0 .. h_{T-1}``, the hidden state each step starts from, ``(T, B, H)`` (a view)."""
+    return cache.H_prev

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..activations import Activation
 from ..inputs import is_tokens, project
-from .base import Adjoints, Layer, freeze, uniform
+from .base import Adjoints, Layer, freeze, state_buffer, uniform
 
 __all__ = ["ELMAN_NOTATIONS", "ElmanCache", "ElmanLayer"]
 
@@ -63,11 +63,14 @@ class ElmanCache:
         Initial state.
     H : ndarray, (T, B, H)
         Hidden states ``h_1 .. h_T``.
+    H_prev : ndarray, (T, B, H)
+        ``h_0 .. h_{T-1}``; ``h0``, ``H`` and ``H_prev`` are views of one ``(T+1, B, H)`` array.
     """
 
     x: np.ndarray
     h0: np.ndarray
     H: np.ndarray
+    H_prev: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -126,19 +129,20 @@ class ElmanLayer(Layer):
         V, W, b = self.weights(params)
         (h0,) = state0
         f = self.activation.f
-        A = project(x, V)  # (T, B, H): V x_t for every t in one product
+        S = state_buffer(h0, x.shape[0])  # h_0 .. h_T
+        A = project(x, V, out=S[1:])  # (T, B, H): V x_t for every t in one product
         if b is not None:
             A += b
         WT = W.T
         H = A  # h_t overwrites a_t in place: a_t is not needed by backward
-        h = h0
+        h = S[0]
         rec = np.empty_like(h0)
         for t in range(A.shape[0]):
             a = A[t]
             a += np.dot(h, WT, out=rec)  # the recurrent term, the only product in the loop
             h = f(a, out=H[t])
-        cache = ElmanCache(x=x, h0=h0, H=H)
-        freeze(H)
+        cache = ElmanCache(x=x, h0=S[0], H=H, H_prev=S[:-1])
+        freeze(cache.h0, H, cache.H_prev)
         return H, (h.copy(),), cache
 
     def input_weight(self, params):

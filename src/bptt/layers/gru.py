@@ -31,7 +31,7 @@ import numpy as np
 
 from ..activations import sigmoid
 from ..inputs import is_tokens, project
-from .base import Adjoints, Layer, freeze, previous_states, uniform
+from .base import Adjoints, Layer, freeze, state_buffer, uniform
 
 __all__ = ["GRUCache", "GRULayer"]
 
@@ -50,6 +50,8 @@ class GRUCache:
         ``W_n h_{t-1} + b_hn``, the term the reset gate multiplies.
     H : ndarray, (T, B, H)
         Hidden states ``h_1 .. h_T``.
+    H_prev : ndarray, (T, B, H)
+        ``h_0 .. h_{T-1}``; ``h0``, ``H`` and ``H_prev`` are views of one ``(T+1, B, H)`` array.
     """
 
     x: np.ndarray
@@ -57,6 +59,7 @@ class GRUCache:
     G: np.ndarray
     Hn: np.ndarray
     H: np.ndarray
+    H_prev: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -112,18 +115,46 @@ class GRULayer(Layer):
 
     def forward(self, params, x, state0):
         V, W, b, b_hn = self._weights(params)
-        (h,) = state0
+        Hs = self.hidden_size
         G = project(x, V)  # (T, B, 3H): input part of every gate, all steps at once
         if b is not None:
             G += b
         T, B, _ = G.shape
-        Hn = np.empty((T, B, self.hidden_size), G.dtype)
-        H = np.empty_like(Hn)
+        # σ(z) = (1 + tanh(z/2)) / 2 (as bptt.activations.sigmoid): halve the r and u pre-activations
+        # once, for every step's input part and in a scaled copy of W (exact: a power of two).
+        G[:, :, : 2 * Hs] *= 0.5
+        WT = W.copy()
+        WT[: 2 * Hs] *= 0.5
+        WT = WT.T
+        S = state_buffer(state0[0], T)  # h_0 .. h_T
+        h, H = S[0], S[1:]
+        Hn = np.empty((T, B, Hs), G.dtype)
+        rec = np.empty((B, 3 * Hs), G.dtype)
+        tmp = np.empty((B, Hs), G.dtype)
         for t in range(T):
-            h = H[t] = self._cell(G[t], h, W, b_hn, Hn[t])
-        cache = GRUCache(x=x, h0=state0[0], G=G, Hn=Hn, H=H)
-        freeze(G, Hn, H)
-        return H, (h,), cache
+            z = G[t]
+            np.matmul(h, WT, out=rec)  # [W_r h, W_u h, W_n h]: the only product in the loop
+            ru = z[:, : 2 * Hs]
+            ru += rec[:, : 2 * Hs]
+            np.tanh(ru, out=ru)
+            ru += 1.0
+            ru *= 0.5  # [r, u]
+            r, u, n = z[:, :Hs], z[:, Hs : 2 * Hs], z[:, 2 * Hs :]
+            hn = Hn[t]
+            if b_hn is None:
+                hn[...] = rec[:, 2 * Hs :]
+            else:
+                np.add(rec[:, 2 * Hs :], b_hn, out=hn)  # W_n h_{t-1} + b_hn
+            n += np.multiply(r, hn, out=tmp)
+            np.tanh(n, out=n)
+            np.subtract(1.0, u, out=tmp)
+            tmp *= n
+            h_t = np.multiply(u, h, out=H[t])
+            h_t += tmp  # h_t = (1 - u) n + u h_{t-1}
+            h = h_t
+        cache = GRUCache(x=x, h0=S[0], G=G, Hn=Hn, H=H, H_prev=S[:-1])
+        freeze(G, Hn, H, cache.h0, cache.H_prev)
+        return H, (h.copy(),), cache
 
     def input_weight(self, params):
         return params["V" + self.suffix]
@@ -135,24 +166,40 @@ class GRULayer(Layer):
         T, B, _ = G.shape
         blocks = G.reshape(T, B, 3, Hs)
         R, U, N = blocks[:, :, 0], blocks[:, :, 1], blocks[:, :, 2]
-        H_prev = previous_states(cache)
+        H_prev = cache.H_prev
         # Local factors that do not depend on the recurrence, for every step at once: each
-        # pre-activation's gradient is dh_t times one of them.
+        # pre-activation's gradient is dh_t times one of them (one scratch array, no temporaries).
         Mx = np.empty((T, B, 3, Hs), G.dtype)  # input side [r, u, n]
-        np.multiply(1.0 - U, 1.0 - N * N, out=Mx[:, :, 2])  # n: through h = (1-u) n + u h_prev, tanh
-        np.multiply(Mx[:, :, 2] * Hn, R * (1.0 - R), out=Mx[:, :, 0])  # r: multiplies W_n h + b_hn
-        np.multiply(H_prev - N, U * (1.0 - U), out=Mx[:, :, 1])  # u: chooses h_prev over n
-        Mh = Mx.copy()  # state side: the same, except n sees W_n h_{t-1} through r
-        Mh[:, :, 2] *= R
-        dZh = np.empty((T, B, 3, Hs), G.dtype)
+        Mr, Mu, Mn = Mx[:, :, 0], Mx[:, :, 1], Mx[:, :, 2]
+        tmp = np.empty((T, B, Hs), G.dtype)
+        np.multiply(N, N, out=Mn)
+        np.subtract(1.0, Mn, out=Mn)
+        np.subtract(1.0, U, out=tmp)
+        Mn *= tmp  # n: (1 - u)(1 - n²), through h = (1-u) n + u h_prev and tanh
+        np.subtract(1.0, R, out=tmp)
+        tmp *= R
+        np.multiply(Mn, Hn, out=Mr)
+        Mr *= tmp  # r: multiplies W_n h + b_hn
+        np.subtract(1.0, U, out=tmp)
+        tmp *= U
+        np.subtract(H_prev, N, out=Mu)
+        Mu *= tmp  # u: chooses h_prev over n
+        del tmp
+        dZh = np.empty((T, B, 3, Hs), G.dtype)  # state side: as the input side, but n sees W_n h through r
         DH = np.empty((T, B, Hs), G.dtype)  # total ∂J/∂h_t
-        dh_next = np.zeros((B, Hs), G.dtype) if dstate_T is None else dstate_T[0]
+        dh_next = np.zeros((B, Hs), G.dtype) if dstate_T is None else dstate_T[0].copy()
+        back = np.empty((B, Hs), G.dtype)
         for t in range(T - 1, -1, -1):
             dh = np.add(dH[t], dh_next, out=DH[t])  # direct term + everything from later steps
-            np.multiply(Mh[t], dh[:, None, :], out=dZh[t])
-            dh_next = dh * U[t] + dZh[t].reshape(B, 3 * Hs) @ W  # into h_{t-1}: directly and through W
-        dZx = np.multiply(Mx, DH[:, :, None, :], out=Mx).reshape(T, B, 3 * Hs)
-        return Adjoints(d_in=dZx, d_rec=dZh.reshape(T, B, 3 * Hs), dh=DH, dstate0=(dh_next,))
+            dzx, dzh = Mx[t], dZh[t]
+            np.multiply(Mn[t], R[t], out=dzh[:, 2])
+            dzh[:, 2] *= dh
+            dzx *= dh[:, None, :]  # Mx becomes ∂J/∂ of the input-side pre-activations, step by step
+            dzh[:, :2] = dzx[:, :2]
+            np.matmul(dzh.reshape(B, 3 * Hs), W, out=back)
+            np.multiply(dh, U[t], out=dh_next)
+            dh_next += back  # into h_{t-1}: directly and through W
+        return Adjoints(d_in=Mx.reshape(T, B, 3 * Hs), d_rec=dZh.reshape(T, B, 3 * Hs), dh=DH, dstate0=(dh_next,))
 
     def _pack(self, dV, dW, adj, total):
         s = self.suffix

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..activations import sigmoid
 from ..inputs import is_tokens, project
-from .base import Adjoints, Layer, freeze, uniform
+from .base import Adjoints, Layer, freeze, state_buffer, uniform
 
 __all__ = ["LSTMCache", "LSTMLayer"]
 
@@ -49,6 +49,9 @@ class LSTMCache:
         ``tanh(c_t)``.
     H : ndarray, (T, B, H)
         Hidden states ``h_1 .. h_T``.
+    H_prev, C_prev : ndarray, (T, B, H)
+        ``h_0 .. h_{T-1}`` and ``c_0 .. c_{T-1}`` (views: ``h0``, ``H``, ``H_prev`` share one
+        ``(T+1, B, H)`` array, and so do ``c0``, ``C``, ``C_prev``).
     """
 
     x: np.ndarray
@@ -58,6 +61,8 @@ class LSTMCache:
     C: np.ndarray
     tanhC: np.ndarray
     H: np.ndarray
+    H_prev: np.ndarray
+    C_prev: np.ndarray
 
 
 def _gates(z: np.ndarray, Hs: int) -> None:
@@ -124,9 +129,9 @@ class LSTMLayer(Layer):
         shift = (1.0 - half).reshape(4 * Hs)
         shift[2 * Hs : 3 * Hs] = 0.0
         scale = half.reshape(4 * Hs)
-        C = np.empty((T, B, Hs), G.dtype)
+        S, Cs = state_buffer(h, T), state_buffer(c, T)  # h_0 .. h_T and c_0 .. c_T
+        h, c, H, C = S[0], Cs[0], S[1:], Cs[1:]
         tanhC = np.empty_like(C)
-        H = np.empty_like(C)
         rec = np.empty((B, 4 * Hs), G.dtype)
         ig = np.empty((B, Hs), G.dtype)
         for t in range(T):
@@ -140,8 +145,8 @@ class LSTMLayer(Layer):
             c += np.multiply(i, g, out=ig)
             np.tanh(c, out=tanhC[t])
             h = np.multiply(o, tanhC[t], out=H[t])
-        cache = LSTMCache(x=x, h0=state0[0], c0=state0[1], G=G, C=C, tanhC=tanhC, H=H)
-        freeze(G, C, tanhC, H)
+        cache = LSTMCache(x=x, h0=S[0], c0=Cs[0], G=G, C=C, tanhC=tanhC, H=H, H_prev=S[:-1], C_prev=Cs[:-1])
+        freeze(G, tanhC, cache.h0, cache.c0, C, H, cache.H_prev, cache.C_prev)
         return H, (h.copy(), c.copy()), cache
 
     def input_weight(self, params):
@@ -150,11 +155,11 @@ class LSTMLayer(Layer):
     def adjoints(self, params, cache: LSTMCache, dH, dstate_T) -> Adjoints:
         W = params["W" + self.suffix]
         Hs = self.hidden_size
-        G, C, tanhC = cache.G, cache.C, cache.tanhC
+        G, tanhC = cache.G, cache.tanhC
         T, B, _ = G.shape
         blocks = G.reshape(T, B, 4, Hs)
         I, F, Gc, O = blocks[:, :, 0], blocks[:, :, 1], blocks[:, :, 2], blocks[:, :, 3]
-        C_prev = np.concatenate((cache.c0[None], C[:-1]), axis=0)
+        C_prev = cache.C_prev
         # Local factors that do not depend on the recurrence, for every step at once:
         # ∂c_t/∂z through each gate, [g σ'(i), c_{t-1} σ'(f), i tanh'(g)], then tanh(c_t) σ'(o)
         # for ∂h_t/∂z_o, and ∂h_t/∂c_t = o ⊙ tanh'(c_t).
