@@ -11,7 +11,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TorchLM", "latency_bptt", "latency_torch"]
+__all__ = ["TorchLM", "latency_bptt", "latency_torch", "openblas_core"]
+
+
+def openblas_core() -> str:
+    """The OpenBLAS kernel set NumPy is running (e.g. ``Haswell`` for AVX2, ``SkylakeX`` for AVX-512).
+
+    ``OPENBLAS_CORETYPE`` overrides OpenBLAS's own choice from the CPU; PyTorch's oneDNN and
+    MKL ignore it. Read through OpenBLAS's ``get_corename`` from the library NumPy loaded.
+    """
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "openblas" in line and line.rstrip().endswith(".so")}
+        for path in sorted(libs):
+            lib = ctypes.CDLL(path)
+            for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename"):
+                if hasattr(lib, name):
+                    fn = getattr(lib, name)
+                    fn.restype = ctypes.c_char_p
+                    return fn().decode()
+    except OSError:
+        pass
+    return "unknown"
 
 
 class TorchLM(torch.nn.Module):

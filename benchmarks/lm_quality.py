@@ -33,6 +33,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--eval-tokens", type=int, default=50_000)
     p.add_argument("--gen-tokens", type=int, default=500)
     p.add_argument("--threads", type=int, default=1, help="BLAS / torch threads for both")
+    p.add_argument(
+        "--openblas-coretype",
+        metavar="NAME",
+        help="set OPENBLAS_CORETYPE for NumPy's OpenBLAS before it loads ('auto': remove it, so OpenBLAS picks "
+        "the kernels for this CPU); default: the environment's setting. PyTorch ignores this variable.",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
 
@@ -40,6 +46,10 @@ def parse() -> argparse.Namespace:
 ARGS = parse()
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
+if ARGS.openblas_coretype == "auto":
+    os.environ.pop("OPENBLAS_CORETYPE", None)
+elif ARGS.openblas_coretype:
+    os.environ["OPENBLAS_CORETYPE"] = ARGS.openblas_coretype
 
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -48,7 +58,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _shared import TorchLM, latency_bptt, latency_torch  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _shared import TorchLM, latency_bptt, latency_torch, openblas_core  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 import bptt  # noqa: E402
 from bptt.optim import Adam, clip_grad_norm  # noqa: E402
@@ -140,6 +150,8 @@ def main() -> int:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; threads {a.threads}")
     print(f"numpy {np.__version__}, torch {torch.__version__}, python {platform.python_version()}")
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    print(f"OpenBLAS kernels: {openblas_core()} ({f'OPENBLAS_CORETYPE={forced}' if forced else 'chosen by OpenBLAS'})")
     print(
         f"model: {a.cell} H={a.hidden_size}, vocabulary {len(data.vocab)}, one-hot input, float32; "
         f"B={a.batch_size} T={a.seq_len} Adam lr={a.lr} clip={a.clip}; budget {a.budget:.0f}s each"

@@ -63,7 +63,10 @@ Run (after `bash scripts/test.sh` has installed PyTorch into .venv)::
     .venv/bin/python benchmarks/speed.py --threads 2 --quick    # 12 configurations, under 2 minutes
 
 The thread count applies to both libraries (NumPy's BLAS and torch); it is set
-before NumPy is imported.
+before NumPy is imported. So is ``--openblas-coretype``: the environment may force
+OpenBLAS's kernel set (this machine's sets ``OPENBLAS_CORETYPE=Haswell``, AVX2 kernels,
+on a CPU with AVX-512), which PyTorch's oneDNN and MKL do not read. The header prints
+the kernels NumPy runs; ``--openblas-coretype auto`` lets OpenBLAS choose for the CPU.
 """
 
 from __future__ import annotations
@@ -87,6 +90,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--cooldown", type=float, default=0.2, help="idle seconds between bptt and PyTorch blocks")
     p.add_argument("--gen-tokens", type=int, default=300)
     p.add_argument("--threads", type=int, default=1, help="BLAS / torch threads for both")
+    p.add_argument(
+        "--openblas-coretype",
+        metavar="NAME",
+        help="set OPENBLAS_CORETYPE for NumPy's OpenBLAS before it loads ('auto': remove it, so OpenBLAS picks "
+        "the kernels for this CPU); default: the environment's setting. PyTorch ignores this variable.",
+    )
     p.add_argument("--quick", action="store_true", help=f"a subset: {QUICK}")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--memory-worker", choices=["bptt", "torch"], help=argparse.SUPPRESS)
@@ -101,6 +110,10 @@ def parse() -> argparse.Namespace:
 ARGS = parse()
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
+if ARGS.openblas_coretype == "auto":
+    os.environ.pop("OPENBLAS_CORETYPE", None)
+elif ARGS.openblas_coretype:
+    os.environ["OPENBLAS_CORETYPE"] = ARGS.openblas_coretype
 
 import gc  # noqa: E402
 import json  # noqa: E402
@@ -114,7 +127,7 @@ import tracemalloc  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _shared import TorchLM, latency_bptt, latency_torch  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _shared import TorchLM, latency_bptt, latency_torch, openblas_core  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 import bptt  # noqa: E402
 from bptt.optim import Adam  # noqa: E402
@@ -363,6 +376,8 @@ def main() -> int:
         pass
     print(f"machine: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}; threads {a.threads}")
     print(f"numpy {np.__version__}, torch {torch.__version__}, python {platform.python_version()}")
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    print(f"OpenBLAS kernels: {openblas_core()} ({f'OPENBLAS_CORETYPE={forced}' if forced else 'chosen by OpenBLAS'})")
     print(f"command: {' '.join(['.venv/bin/python', 'benchmarks/speed.py', *sys.argv[1:]])}")
     print(f"bptt.retain_freed_memory(): {retained}")
     t_start = time.perf_counter()
