@@ -41,6 +41,8 @@ def project(x: np.ndarray, V: np.ndarray, out: np.ndarray | None = None) -> np.n
     T, B = x.shape[:2]
     if out is None:
         out = np.empty((T, B, V.shape[0]), V.dtype)
+    elif not out.flags.c_contiguous or out.shape != (T, B, V.shape[0]):
+        raise ValueError(f"project: out must be a C-contiguous {(T, B, V.shape[0])} array, got {out.shape}")
     if is_tokens(x):
         # (T, B, H): column x_t of V for every (t, b). Gathering rows of a contiguous Vᵀ reads
         # memory in order; indexing the strided view V.T directly is 4-5× slower.

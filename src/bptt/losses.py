@@ -16,8 +16,10 @@ identity   z                            ½ ‖p_t - y_t‖²
 
 The overall loss is ``J = (1/B) Σ_t Σ_b w_tb Loss_tb`` where the optional
 weights ``w`` (shape ``(T, B)``, default 1) select or scale individual steps.
-Losses are computed from the logits ``z`` (log-sum-exp, softplus), never from
-``log p``, so they stay finite for saturated outputs.
+Losses stay finite for saturated outputs: sigmoid and softmax losses come from the
+logits ``z`` (softplus, log-sum-exp); when the softmax probabilities are already
+computed, ``-log p_y`` is read from them and only entries whose ``p_y`` is too
+small for full precision are recomputed from the logits.
 """
 
 from __future__ import annotations

@@ -613,9 +613,8 @@ def _steps_as_one_sequence(fwd: Forward) -> Forward:
     def flat(a: np.ndarray) -> np.ndarray:
         return a.reshape(T * B, 1, *a.shape[2:])
 
-    caches = tuple(
-        replace(c, **{name: flat(getattr(c, name)) for name in ("H", "G") if hasattr(c, name)}) for c in fwd.caches
-    )
+    names = ("H", "H_prev", "G")
+    caches = tuple(replace(c, **{n: flat(getattr(c, n)) for n in names if hasattr(c, n)}) for c in fwd.caches)
     return replace(fwd, logits=flat(fwd.logits), caches=caches)
 
 

@@ -182,5 +182,11 @@ def state_buffer(h0: np.ndarray, T: int) -> np.ndarray:
 
 
 def previous_states(cache: Any) -> np.ndarray:
-    """``h_0 .. h_{T-1}``, the hidden state each step starts from, ``(T, B, H)`` (a view)."""
-    return cache.H_prev
+    """``h_0 .. h_{T-1}``, the hidden state each step starts from, ``(T, B, H)``.
+
+    A view when the cache has ``H_prev`` (bptt's layers); built from ``h0`` and ``H`` otherwise.
+    """
+    H_prev = getattr(cache, "H_prev", None)
+    if H_prev is not None:
+        return H_prev
+    return np.concatenate((cache.h0[None], cache.H[:-1]), axis=0)

@@ -142,7 +142,7 @@ class ElmanLayer(Layer):
             a += np.dot(h, WT, out=rec)  # the recurrent term, the only product in the loop
             h = f(a, out=H[t])
         cache = ElmanCache(x=x, h0=S[0], H=H, H_prev=S[:-1])
-        freeze(cache.h0, H, cache.H_prev)
+        freeze(S, cache.h0, H, cache.H_prev)  # the buffer too: no view of it can be made writeable again
         return H, (h.copy(),), cache
 
     def input_weight(self, params):

@@ -153,7 +153,7 @@ class GRULayer(Layer):
             h_t += tmp  # h_t = (1 - u) n + u h_{t-1}
             h = h_t
         cache = GRUCache(x=x, h0=S[0], G=G, Hn=Hn, H=H, H_prev=S[:-1])
-        freeze(G, Hn, H, cache.h0, cache.H_prev)
+        freeze(G, Hn, S, H, cache.h0, cache.H_prev)  # the buffer too: no view can be made writeable again
         return H, (h.copy(),), cache
 
     def input_weight(self, params):

@@ -146,7 +146,7 @@ class LSTMLayer(Layer):
             np.tanh(c, out=tanhC[t])
             h = np.multiply(o, tanhC[t], out=H[t])
         cache = LSTMCache(x=x, h0=S[0], c0=Cs[0], G=G, C=C, tanhC=tanhC, H=H, H_prev=S[:-1], C_prev=Cs[:-1])
-        freeze(G, tanhC, cache.h0, cache.c0, C, H, cache.H_prev, cache.C_prev)
+        freeze(G, tanhC, S, Cs, cache.h0, cache.c0, C, H, cache.H_prev, cache.C_prev)  # buffers too
         return H, (h.copy(), c.copy()), cache
 
     def input_weight(self, params):
