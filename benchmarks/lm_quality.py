@@ -20,6 +20,8 @@ import argparse
 import os
 import sys
 
+import _env  # benchmarks/ is on sys.path when run as a script
+
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,24 +34,13 @@ def parse() -> argparse.Namespace:
     p.add_argument("--clip", type=float, default=5.0)
     p.add_argument("--eval-tokens", type=int, default=50_000)
     p.add_argument("--gen-tokens", type=int, default=500)
-    p.add_argument("--threads", type=int, default=1, help="BLAS / torch threads for both")
-    p.add_argument(
-        "--openblas-coretype",
-        metavar="NAME",
-        help="set OPENBLAS_CORETYPE for NumPy's OpenBLAS before it loads ('auto': remove it, so OpenBLAS picks "
-        "the kernels for this CPU); default: the environment's setting. PyTorch ignores this variable.",
-    )
+    _env.add_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
 
 
 ARGS = parse()
-for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[var] = str(ARGS.threads)
-if ARGS.openblas_coretype == "auto":
-    os.environ.pop("OPENBLAS_CORETYPE", None)
-elif ARGS.openblas_coretype:
-    os.environ["OPENBLAS_CORETYPE"] = ARGS.openblas_coretype
+_env.apply(ARGS)  # before NumPy is imported
 
 import math  # noqa: E402
 import platform  # noqa: E402

@@ -75,6 +75,8 @@ import argparse
 import os
 import sys
 
+import _env  # benchmarks/ is on sys.path when run as a script
+
 QUICK = {"cells": ["elman", "lstm", "gru"], "hidden": [128, 512], "batch": [1, 32], "window": [25]}
 
 
@@ -89,13 +91,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--rep-seconds", type=float, default=0.25, help="approximate length of one repetition")
     p.add_argument("--cooldown", type=float, default=0.2, help="idle seconds between bptt and PyTorch blocks")
     p.add_argument("--gen-tokens", type=int, default=300)
-    p.add_argument("--threads", type=int, default=1, help="BLAS / torch threads for both")
-    p.add_argument(
-        "--openblas-coretype",
-        metavar="NAME",
-        help="set OPENBLAS_CORETYPE for NumPy's OpenBLAS before it loads ('auto': remove it, so OpenBLAS picks "
-        "the kernels for this CPU); default: the environment's setting. PyTorch ignores this variable.",
-    )
+    _env.add_arguments(p)
     p.add_argument("--quick", action="store_true", help=f"a subset: {QUICK}")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--memory-worker", choices=["bptt", "torch"], help=argparse.SUPPRESS)
@@ -108,12 +104,7 @@ def parse() -> argparse.Namespace:
 
 
 ARGS = parse()
-for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[var] = str(ARGS.threads)
-if ARGS.openblas_coretype == "auto":
-    os.environ.pop("OPENBLAS_CORETYPE", None)
-elif ARGS.openblas_coretype:
-    os.environ["OPENBLAS_CORETYPE"] = ARGS.openblas_coretype
+_env.apply(ARGS)  # before NumPy is imported
 
 import gc  # noqa: E402
 import json  # noqa: E402
