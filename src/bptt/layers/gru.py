@@ -176,23 +176,22 @@ class GRULayer(Layer):
         np.subtract(1.0, Mn, out=Mn)
         np.subtract(1.0, U, out=tmp)
         Mn *= tmp  # n: (1 - u)(1 - n²), through h = (1-u) n + u h_prev and tanh
+        tmp *= U
+        np.subtract(H_prev, N, out=Mu)
+        Mu *= tmp  # u: chooses h_prev over n
         np.subtract(1.0, R, out=tmp)
         tmp *= R
         np.multiply(Mn, Hn, out=Mr)
         Mr *= tmp  # r: multiplies W_n h + b_hn
-        np.subtract(1.0, U, out=tmp)
-        tmp *= U
-        np.subtract(H_prev, N, out=Mu)
-        Mu *= tmp  # u: chooses h_prev over n
         del tmp
         dZh = np.empty((T, B, 3, Hs), G.dtype)  # state side: as the input side, but n sees W_n h through r
+        np.multiply(Mn, R, out=dZh[:, :, 2])  # times dh_t in the loop
         DH = np.empty((T, B, Hs), G.dtype)  # total ∂J/∂h_t
         dh_next = np.zeros((B, Hs), G.dtype) if dstate_T is None else dstate_T[0].copy()
         back = np.empty((B, Hs), G.dtype)
         for t in range(T - 1, -1, -1):
             dh = np.add(dH[t], dh_next, out=DH[t])  # direct term + everything from later steps
             dzx, dzh = Mx[t], dZh[t]
-            np.multiply(Mn[t], R[t], out=dzh[:, 2])
             dzh[:, 2] *= dh
             dzx *= dh[:, None, :]  # Mx becomes ∂J/∂ of the input-side pre-activations, step by step
             dzh[:, :2] = dzx[:, :2]
