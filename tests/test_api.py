@@ -336,3 +336,16 @@ def test_softmax_loss_from_probabilities_equals_log_sum_exp_even_when_p_y_underf
     x, y2 = rng.integers(0, 7, size=(6, 3)), rng.integers(0, 7, size=(6, 3))
     expected = float(out.loss(m.forward(x).logits, y2).sum() / 3)  # J = (1/B) Σ_t Σ_b Loss_tb
     assert m.loss(x, y2) == pytest.approx(expected, rel=1e-6)
+
+
+def test_project_refuses_an_out_buffer_it_cannot_write_in_place():
+    from bptt.inputs import project
+
+    V = np.ones((4, 3))
+    x = np.zeros((2, 5), dtype=np.int64)
+    with pytest.raises(ValueError, match=r"project: out must be a C-contiguous \(2, 5, 4\) array, got \(5, 2, 4\)"):
+        project(x, V, out=np.empty((5, 2, 4)))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        project(x, V, out=np.empty((2, 5, 8))[:, :, ::2])
+    out = np.empty((2, 5, 4))
+    assert project(x, V, out=out) is out
