@@ -51,20 +51,29 @@ def _identity(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def _dtanh(a: np.ndarray) -> np.ndarray:
-    return 1.0 - a * a
+def _dtanh(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    out = np.multiply(a, a, out=out)
+    return np.subtract(1.0, out, out=out)
 
 
-def _dsigmoid(a: np.ndarray) -> np.ndarray:
-    return a * (1.0 - a)
+def _dsigmoid(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    out = np.subtract(1.0, a, out=out)
+    out *= a
+    return out
 
 
-def _drelu(a: np.ndarray) -> np.ndarray:
-    return (a > 0).astype(a.dtype)
+def _drelu(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    if out is None:
+        return (a > 0).astype(a.dtype)
+    np.copyto(out, a > 0)
+    return out
 
 
-def _didentity(a: np.ndarray) -> np.ndarray:
-    return np.ones_like(a)
+def _didentity(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    if out is None:
+        return np.ones_like(a)
+    out.fill(1.0)
+    return out
 
 
 @dataclass(frozen=True)
@@ -78,12 +87,12 @@ class Activation:
     f : callable
         ``f(z, out=None) -> a``, elementwise.
     df : callable
-        ``df(a) -> f'(z)`` where ``a = f(z)``; same shape as ``a``.
+        ``df(a, out=None) -> f'(z)`` where ``a = f(z)``; same shape as ``a``.
     """
 
     name: str
     f: Callable[..., np.ndarray]
-    df: Callable[[np.ndarray], np.ndarray]
+    df: Callable[..., np.ndarray]
 
 
 HIDDEN_ACTIVATIONS: dict[str, Activation] = {

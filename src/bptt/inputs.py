@@ -81,14 +81,14 @@ def scatter_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((n, rows.shape[1]), dtype=rows.dtype)
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
-    grouped = np.take(rows, order, axis=0)  # rows of the same id are now contiguous
     bounds = np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1
     starts = np.concatenate(([0], bounds))
     ends = np.concatenate((bounds, [ids.size]))
-    # One vectorised sum per distinct id (at most min(N, n) of them). np.add.reduceat(axis=0)
-    # does the same but walks a 2-D array an order of magnitude slower.
+    # One vectorised sum per distinct id (at most min(N, n) of them), over a gathered copy of that
+    # id's rows only: gathering all rows at once would hold a second (N, H) array. np.add.reduceat
+    # (axis=0) does the same sums but walks a 2-D array an order of magnitude slower.
     for i, a, b in zip(sorted_ids[starts].tolist(), starts.tolist(), ends.tolist(), strict=True):
-        grouped[a:b].sum(axis=0, out=out[i])
+        np.take(rows, order[a:b], axis=0).sum(axis=0, out=out[i])
     return out
 
 

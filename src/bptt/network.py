@@ -568,17 +568,21 @@ class RNN:
         x = fwd.x
         dense = x.dtype.kind == "f"
         grads, dH, dx_skip = self.readout.backward(self.params, d_logits, fwd.hidden[-1], x, dense)
+        del d_logits  # freed here unless the caller holds it (a trace does): one (T, B, O) array less
         state_grads: dict[str, np.ndarray] = {}
         dx = None
         for k in range(self.num_layers - 1, -1, -1):
             layer = self.layers[k]
             need_dx = k > 0 or dense or self.embedding_size is not None
             dT = None if d_final is None else d_final[k]
-            layer_grads, dx, adj = layer.backward(self.params, fwd.caches[k], dH, dT, need_dx)
-            if collect is not None:
+            keep = collect is not None  # a trace keeps dH and every adjoint; training lets the layer reuse dH
+            layer_grads, dx, dstate0, adj = layer.backward(
+                self.params, fwd.caches[k], dH, dT, need_dx, overwrite_dH=not keep, keep=keep
+            )
+            if keep:
                 collect[k] = (dH, adj)
             grads.update(layer_grads)
-            state_grads.update(zip(layer.state_names, adj.dstate0, strict=True))
+            state_grads.update(zip(layer.state_names, dstate0, strict=True))
             dH = dx
         if collect is not None:
             collect["d_embed"] = dx
@@ -589,6 +593,16 @@ class RNN:
         if dense:
             ordered["x"] = dx if dx_skip is None else dx + dx_skip
         return ordered
+
+    def _d_logits(self, fwd: Forward, y: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+        """``∂J/∂z2_t = (p_t - y_t) w_tb / B`` for every matched output/loss pair, ``(T, B, O)``."""
+        B = fwd.logits.shape[1]
+        dZ = self.output.residual(fwd.outputs, y)
+        if w is None:
+            dZ *= 1.0 / B
+        else:
+            dZ *= (w / B)[..., None]
+        return dZ
 
     def _loss_terms(self, fwd: Forward, y: object, loss_weights: object, where: str):
         T, B = fwd.logits.shape[:2]
@@ -632,14 +646,7 @@ class RNN:
         where = f"{self._name}.loss_and_grad"
         fwd = self._forward(*self._prepare(x, h0, where))
         J, y, w = self._loss_terms(fwd, y, loss_weights, where)
-        B = fwd.logits.shape[1]
-        # ∂J/∂z2_t = (p_t - y_t) w_tb / B for every matched output/loss pair.
-        dZ = self.output.residual(fwd.outputs, y)
-        if w is None:
-            dZ *= 1.0 / B
-        else:
-            dZ *= (w / B)[..., None]
-        grads = self._backward(fwd, dZ)
+        grads = self._backward(fwd, self._d_logits(fwd, y, w))  # no reference kept here: backward frees it
         return LossAndGrad(loss=J, grads=grads, outputs=fwd.outputs, state=fwd.state, forward=fwd)
 
     def state_at(self, fwd: Forward, t: int) -> dict[str, np.ndarray]:

@@ -13,7 +13,6 @@ the LSTM) is ``(B, H)``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,15 +36,17 @@ class Adjoints:
     field   shape        meaning
     ======  ===========  ===================================================================
     d_in    (T, B, G·H)  ∂J/∂ of the input-side pre-activations ``V x_t + b`` (G gates)
-    d_rec   (T, B, G·H)  ∂J/∂ of the recurrent-side pre-activations ``W h_{t-1}``
-    dh      (T, B, H)    total ∂J/∂h_t: direct term plus everything through later steps
+    d_rec   (T, B, G·H)  ∂J/∂ of the recurrent-side pre-activations ``W h_{t-1}``; ``None`` when
+                         not kept (a layer whose two sides differ then derives it in ``_d_rec``)
+    dh      (T, B, H)    total ∂J/∂h_t: direct term plus everything through later steps;
+                         ``None`` when not kept
     dstate0 tuple        ∂J/∂ of the initial state variables, each (B, H)
     ======  ===========  ===================================================================
     """
 
     d_in: np.ndarray
-    d_rec: np.ndarray
-    dh: np.ndarray
+    d_rec: np.ndarray | None
+    dh: np.ndarray | None
     dstate0: State
 
 
@@ -95,11 +96,23 @@ class Layer(ABC):
         """
 
     @abstractmethod
-    def adjoints(self, params: dict[str, np.ndarray], cache: Any, dH: np.ndarray, dstate_T: State | None) -> Adjoints:
+    def adjoints(
+        self,
+        params: dict[str, np.ndarray],
+        cache: Any,
+        dH: np.ndarray,
+        dstate_T: State | None,
+        *,
+        overwrite_dH: bool = False,
+        keep: bool = True,
+    ) -> Adjoints:
         """The backward loop: from ``dH = ∂J/∂h_t`` (direct terms only, ``(T, B, H)``) to :class:`Adjoints`.
 
         ``dstate_T`` is the gradient arriving at the final state from beyond the
-        window (``None`` for zero).
+        window (``None`` for zero). ``overwrite_dH`` lets the loop use ``dH``'s memory
+        (the caller owns it and will not read it again). ``keep=False`` asks for only
+        what :meth:`backward` needs: ``dh`` is not stored (one ``(T, B, H)`` array less)
+        and ``d_rec`` may be ``None``.
         """
 
     @abstractmethod
@@ -108,9 +121,14 @@ class Layer(ABC):
 
     @abstractmethod
     def _pack(
-        self, dV: np.ndarray, dW: np.ndarray, adj: Adjoints, total: Callable[[np.ndarray], np.ndarray]
+        self, dV: np.ndarray, dW: np.ndarray, in_total: np.ndarray, rec_total: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """Name the input and recurrent weight gradients; biases are ``total`` of the adjoints."""
+        """Name the gradients: input weight ``dV``, recurrent weight ``dW``, and the biases from
+        ``in_total`` and ``rec_total``, the sums of ``d_in`` and ``d_rec`` over the batch (and steps)."""
+
+    def _d_rec(self, cache: Any, adj: Adjoints) -> np.ndarray:
+        """``d_rec`` when ``adj`` did not keep it; may reuse ``adj.d_in``'s memory (read ``d_in`` first)."""
+        raise NotImplementedError(f"{type(self).__name__} always keeps d_rec")
 
     def backward(
         self,
@@ -119,17 +137,27 @@ class Layer(ABC):
         dH: np.ndarray,
         dstate_T: State | None,
         need_dx: bool,
-    ) -> tuple[dict[str, np.ndarray], np.ndarray | None, Adjoints]:
-        """BPTT through the layer; returns ``(grads, dx, adjoints)``.
+        *,
+        overwrite_dH: bool = False,
+        keep: bool = False,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None, State, Adjoints | None]:
+        """BPTT through the layer; returns ``(grads, dx, dstate0, adjoints)``.
 
         The sums over time are single matrix products over all ``T·B`` rows.
+        ``adjoints`` is ``None`` unless ``keep`` (see :meth:`adjoints` for both flags).
         """
-        adj = self.adjoints(params, cache, dH, dstate_T)
+        adj = self.adjoints(params, cache, dH, dstate_T, overwrite_dH=overwrite_dH, keep=keep)
         T, B, G = adj.d_in.shape
-        H_prev = previous_states(cache).reshape(T * B, self.hidden_size)
-        dW = adj.d_rec.reshape(T * B, G).T @ H_prev  # Σ_t d_rec_tᵀ h_{t-1}
         dV, dx = project_backward(adj.d_in, cache.x, self.input_weight(params), need_dx and not is_tokens(cache.x))
-        return self._pack(dV, dW, adj, lambda a: a.sum(axis=(0, 1))), dx, adj
+        in_total = adj.d_in.sum(axis=(0, 1))
+        if adj.d_rec is adj.d_in:  # one pre-activation per gate (Elman, LSTM): the two sides agree
+            d_rec, rec_total = adj.d_in, in_total
+        else:
+            d_rec = self._d_rec(cache, adj) if adj.d_rec is None else adj.d_rec
+            rec_total = d_rec.sum(axis=(0, 1))
+        H_prev = previous_states(cache).reshape(T * B, self.hidden_size)
+        dW = d_rec.reshape(T * B, G).T @ H_prev  # Σ_t d_rec_tᵀ h_{t-1}
+        return self._pack(dV, dW, in_total, rec_total), dx, adj.dstate0, adj if keep else None
 
     def param_terms(
         self, params: dict[str, np.ndarray], cache: Any, adj: Adjoints, wanted: set[str] | None = None
@@ -154,7 +182,8 @@ class Layer(ABC):
             if need(in_name)
             else np.broadcast_to(np.zeros((), adj.d_in.dtype), (T, G, self.input_size))
         )
-        return self._pack(dV, dW, adj, lambda a: a.sum(axis=1))
+        in_terms = adj.d_in.sum(axis=1)
+        return self._pack(dV, dW, in_terms, in_terms if adj.d_rec is adj.d_in else adj.d_rec.sum(axis=1))
 
     @property
     def weight_names(self) -> tuple[str, str]:

@@ -44,6 +44,8 @@ from .base import Adjoints, Layer, freeze, state_buffer, uniform
 __all__ = ["ELMAN_NOTATIONS", "ElmanCache", "ElmanLayer"]
 
 # Parameter names per notation: (input, recurrent, bias); concat fuses the first two.
+_WHOLE_WINDOW_DF = 1 << 16  # window sizes T·B·H up to which backward computes f_h' for all steps at once
+
 ELMAN_NOTATIONS: dict[str, tuple[str, str, str]] = {
     "lecture": ("V", "W", "b_h"),
     "mit": ("W_sx", "W_ss", "b_s"),
@@ -152,25 +154,33 @@ class ElmanLayer(Layer):
     def weight_names(self) -> tuple[str, str]:
         return self.names[0], self.names[1]
 
-    def adjoints(self, params, cache: ElmanCache, dH, dstate_T) -> Adjoints:
+    def adjoints(self, params, cache: ElmanCache, dH, dstate_T, *, overwrite_dH=False, keep=True) -> Adjoints:
         W = self.weights(params)[1]
         H = cache.H
         T, B, Hs = H.shape
-        dA = self.activation.df(H)  # f_h'(a_t) for every step at once; becomes ∂J/∂a_t in the loop
-        DH = np.empty_like(H)  # total ∂J/∂h_t
+        df = self.activation.df
+        dA = dH if overwrite_dH else dH.copy()  # ∂J/∂h_t (direct), becomes ∂J/∂a_t step by step
+        DH = np.empty_like(H) if keep else None  # total ∂J/∂h_t
+        # f_h'(a_t) for the whole window at once costs one more (T, B, H) array; step by step it costs
+        # two more NumPy calls per step instead. Small windows (where calls dominate) take the first.
+        F = df(H) if H.size <= _WHOLE_WINDOW_DF else None
+        f_t = np.empty((B, Hs), H.dtype)
         dh_next = np.zeros((B, Hs), H.dtype) if dstate_T is None else dstate_T[0].copy()
         for t in range(T - 1, -1, -1):
-            dh = np.add(dH[t], dh_next, out=DH[t])  # direct term + everything from later steps
             da = dA[t]
-            da *= dh  # through f_h
-            np.dot(da, W, out=dh_next)  # into h_{t-1}
+            if DH is None:
+                da += dh_next  # total ∂J/∂h_t: direct term + everything from later steps
+            else:
+                da = np.add(da, dh_next, out=DH[t])
+            np.multiply(da, df(H[t], out=f_t) if F is None else F[t], out=dA[t])  # through f_h
+            np.dot(dA[t], W, out=dh_next)  # into h_{t-1}
         return Adjoints(d_in=dA, d_rec=dA, dh=DH, dstate0=(dh_next,))
 
-    def _pack(self, dV, dW, adj, total):
+    def _pack(self, dV, dW, in_total, rec_total):
         n_in, n_rec, n_b = self.names
         grads = {n_in: np.concatenate((dW, dV), axis=-1)} if self.notation == "concat" else {n_in: dV, n_rec: dW}
         if self.bias:
-            grads[n_b] = total(adj.d_in)
+            grads[n_b] = in_total
         return grads
 
     def state_at(self, cache, t):

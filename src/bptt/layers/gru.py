@@ -159,7 +159,7 @@ class GRULayer(Layer):
     def input_weight(self, params):
         return params["V" + self.suffix]
 
-    def adjoints(self, params, cache: GRUCache, dH, dstate_T) -> Adjoints:
+    def adjoints(self, params, cache: GRUCache, dH, dstate_T, *, overwrite_dH=False, keep=True) -> Adjoints:
         W = params["W" + self.suffix]
         Hs = self.hidden_size
         G, Hn = cache.G, cache.Hn
@@ -168,44 +168,54 @@ class GRULayer(Layer):
         R, U, N = blocks[:, :, 0], blocks[:, :, 1], blocks[:, :, 2]
         H_prev = cache.H_prev
         # Local factors that do not depend on the recurrence, for every step at once: each
-        # pre-activation's gradient is dh_t times one of them (one scratch array, no temporaries).
-        Mx = np.empty((T, B, 3, Hs), G.dtype)  # input side [r, u, n]
+        # pre-activation's gradient is dh_t times one of them (built in place, no temporaries:
+        # the r block serves as scratch until its own turn).
+        Mx = np.empty((T, B, 3, Hs), G.dtype)  # input side [r, u, n]; becomes d_in step by step
         Mr, Mu, Mn = Mx[:, :, 0], Mx[:, :, 1], Mx[:, :, 2]
-        tmp = np.empty((T, B, Hs), G.dtype)
         np.multiply(N, N, out=Mn)
         np.subtract(1.0, Mn, out=Mn)
-        np.subtract(1.0, U, out=tmp)
-        Mn *= tmp  # n: (1 - u)(1 - n²), through h = (1-u) n + u h_prev and tanh
-        tmp *= U
+        np.subtract(1.0, U, out=Mr)
+        Mn *= Mr  # n: (1 - u)(1 - n²), through h = (1-u) n + u h_prev and tanh
+        Mr *= U
         np.subtract(H_prev, N, out=Mu)
-        Mu *= tmp  # u: chooses h_prev over n
-        np.subtract(1.0, R, out=tmp)
-        tmp *= R
-        np.multiply(Mn, Hn, out=Mr)
-        Mr *= tmp  # r: multiplies W_n h + b_hn
-        del tmp
-        dZh = np.empty((T, B, 3, Hs), G.dtype)  # state side: as the input side, but n sees W_n h through r
-        np.multiply(Mn, R, out=dZh[:, :, 2])  # times dh_t in the loop
-        DH = np.empty((T, B, Hs), G.dtype)  # total ∂J/∂h_t
+        Mu *= Mr  # u: u(1 - u)(h_prev - n): chooses h_prev over n
+        np.subtract(1.0, R, out=Mr)
+        Mr *= R
+        Mr *= Mn
+        Mr *= Hn  # r: r(1 - r) times what r multiplies, W_n h + b_hn
+        # The state side equals the input side but for n, which sees W_n h through r: d_rec_n = d_in_n ⊙ r.
+        # Kept for every step only when asked; otherwise one step's worth for the product.
+        D_rec = np.empty((T, B, 3, Hs), G.dtype) if keep else None
+        dzh_t = np.empty((B, 3, Hs), G.dtype)
+        DH = np.empty((T, B, Hs), G.dtype) if keep else dH if overwrite_dH else None  # total ∂J/∂h_t
+        dh_t = np.empty((B, Hs), G.dtype)
         dh_next = np.zeros((B, Hs), G.dtype) if dstate_T is None else dstate_T[0].copy()
         back = np.empty((B, Hs), G.dtype)
         for t in range(T - 1, -1, -1):
-            dh = np.add(dH[t], dh_next, out=DH[t])  # direct term + everything from later steps
-            dzx, dzh = Mx[t], dZh[t]
-            dzh[:, 2] *= dh
-            dzx *= dh[:, None, :]  # Mx becomes ∂J/∂ of the input-side pre-activations, step by step
+            dh = np.add(dH[t], dh_next, out=dh_t if DH is None else DH[t])  # direct + from later steps
+            dzx = Mx[t]
+            dzx *= dh[:, None, :]  # ∂J/∂ of the input-side pre-activations of step t
+            dzh = dzh_t if D_rec is None else D_rec[t]
             dzh[:, :2] = dzx[:, :2]
+            np.multiply(dzx[:, 2], R[t], out=dzh[:, 2])
             np.matmul(dzh.reshape(B, 3 * Hs), W, out=back)
             np.multiply(dh, U[t], out=dh_next)
             dh_next += back  # into h_{t-1}: directly and through W
-        return Adjoints(d_in=Mx.reshape(T, B, 3 * Hs), d_rec=dZh.reshape(T, B, 3 * Hs), dh=DH, dstate0=(dh_next,))
+        d_rec = None if D_rec is None else D_rec.reshape(T, B, 3 * Hs)
+        return Adjoints(d_in=Mx.reshape(T, B, 3 * Hs), d_rec=d_rec, dh=DH if keep else None, dstate0=(dh_next,))
 
-    def _pack(self, dV, dW, adj, total):
+    def _d_rec(self, cache, adj):
+        T, B, _ = adj.d_in.shape
+        d = adj.d_in.reshape(T, B, 3, self.hidden_size)
+        d[:, :, 2] *= cache.G.reshape(T, B, 3, self.hidden_size)[:, :, 0]  # in place: d_in_n ⊙ r
+        return adj.d_in
+
+    def _pack(self, dV, dW, in_total, rec_total):
         s = self.suffix
         grads = {"V" + s: dV, "W" + s: dW}
         if self.bias:
-            grads["b" + s] = total(adj.d_in)
-            grads["b_hn" + s] = total(adj.d_rec[..., 2 * self.hidden_size :])  # inside r ⊙ (W_n h + b_hn)
+            grads["b" + s] = in_total
+            grads["b_hn" + s] = rec_total[..., 2 * self.hidden_size :]  # inside r ⊙ (W_n h + b_hn)
         return grads
 
     def state_at(self, cache, t):

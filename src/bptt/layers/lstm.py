@@ -152,7 +152,7 @@ class LSTMLayer(Layer):
     def input_weight(self, params):
         return params["V" + self.suffix]
 
-    def adjoints(self, params, cache: LSTMCache, dH, dstate_T) -> Adjoints:
+    def adjoints(self, params, cache: LSTMCache, dH, dstate_T, *, overwrite_dH=False, keep=True) -> Adjoints:
         W = params["W" + self.suffix]
         Hs = self.hidden_size
         G, tanhC = cache.G, cache.tanhC
@@ -163,37 +163,38 @@ class LSTMLayer(Layer):
         # Local factors that do not depend on the recurrence, for every step at once:
         # ∂c_t/∂z through each gate, [g σ'(i), c_{t-1} σ'(f), i tanh'(g)], then tanh(c_t) σ'(o)
         # for ∂h_t/∂z_o, and ∂h_t/∂c_t = o ⊙ tanh'(c_t).
-        M = np.empty((T, B, 4, Hs), G.dtype)
+        M = np.empty((T, B, 4, Hs), G.dtype)  # becomes ∂J/∂z_t step by step in the loop
         np.multiply(Gc, I * (1.0 - I), out=M[:, :, 0])
         np.multiply(C_prev, F * (1.0 - F), out=M[:, :, 1])
         np.multiply(I, 1.0 - Gc * Gc, out=M[:, :, 2])
         np.multiply(tanhC, O * (1.0 - O), out=M[:, :, 3])
         dh_dc = O * (1.0 - tanhC * tanhC)
-        dZ = np.empty((T, B, 4, Hs), G.dtype)
         if dstate_T is None:
-            dh_next = np.zeros((B, Hs), G.dtype)
-            dc_next = np.zeros((B, Hs), G.dtype)
+            dh_next, dc_next = np.zeros((B, Hs), G.dtype), np.zeros((B, Hs), G.dtype)
         else:
-            dh_next, dc_next = dstate_T
-        DH = np.empty((T, B, Hs), G.dtype)  # total ∂J/∂h_t
+            dh_next, dc_next = dstate_T[0].copy(), dstate_T[1].copy()
+        # Total ∂J/∂h_t: kept in its own array, or written over dH (when the caller gives it up), or
+        # only one step at a time.
+        DH = np.empty((T, B, Hs), G.dtype) if keep else dH if overwrite_dH else None
+        dh_t = np.empty((B, Hs), G.dtype)
         dc = np.empty((B, Hs), G.dtype)
         for t in range(T - 1, -1, -1):
-            dh = np.add(dH[t], dh_next, out=DH[t])  # direct term + everything from later steps
+            dh = np.add(dH[t], dh_next, out=dh_t if DH is None else DH[t])  # direct + from later steps
             np.multiply(dh, dh_dc[t], out=dc)  # through h_t = o ⊙ tanh(c_t) ...
             dc += dc_next  # ... plus c_t's path into c_{t+1}
-            dz = dZ[t]
-            np.multiply(M[t, :, :3], dc[:, None, :], out=dz[:, :3])  # i, f, g gates, through c_t
-            np.multiply(M[t, :, 3], dh, out=dz[:, 3])  # o gate, through h_t
-            dc_next = dc * F[t]  # into c_{t-1}
-            dh_next = dz.reshape(B, 4 * Hs) @ W  # into h_{t-1}
-        dZ = dZ.reshape(T, B, 4 * Hs)
-        return Adjoints(d_in=dZ, d_rec=dZ, dh=DH, dstate0=(dh_next, dc_next))
+            dz = M[t]
+            dz[:, :3] *= dc[:, None, :]  # i, f, g gates, through c_t
+            dz[:, 3] *= dh  # o gate, through h_t
+            np.multiply(dc, F[t], out=dc_next)  # into c_{t-1}
+            np.matmul(dz.reshape(B, 4 * Hs), W, out=dh_next)  # into h_{t-1}
+        dZ = M.reshape(T, B, 4 * Hs)
+        return Adjoints(d_in=dZ, d_rec=dZ, dh=DH if keep else None, dstate0=(dh_next, dc_next))
 
-    def _pack(self, dV, dW, adj, total):
+    def _pack(self, dV, dW, in_total, rec_total):
         s = self.suffix
         grads = {"V" + s: dV, "W" + s: dW}
         if self.bias:
-            grads["b" + s] = total(adj.d_in)
+            grads["b" + s] = in_total
         return grads
 
     def state_at(self, cache, t):
