@@ -22,8 +22,8 @@ def is_tokens(x: np.ndarray) -> bool:
     return x.dtype.kind in "iu"
 
 
-def project(x: np.ndarray, V: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Input term ``A_t = V x_t`` for every step.
+def project(x: np.ndarray, V: np.ndarray, out: np.ndarray | None = None, bias: np.ndarray | None = None) -> np.ndarray:
+    """Input term ``A_t = V x_t + b`` for every step.
 
     Parameters
     ----------
@@ -33,6 +33,9 @@ def project(x: np.ndarray, V: np.ndarray, out: np.ndarray | None = None) -> np.n
         Input weight, oriented (out, in).
     out : ndarray, (T, B, H), C-contiguous, optional
         Where to write the result (e.g. a slice of a larger buffer).
+    bias : ndarray, (H,), optional
+        ``b``, added to every step (for token ids, to the table before the gather:
+        ``V onehot(i) + b`` is row ``i`` of ``Vᵀ + b``, one pass fewer).
 
     Returns
     -------
@@ -48,10 +51,15 @@ def project(x: np.ndarray, V: np.ndarray, out: np.ndarray | None = None) -> np.n
         # memory in order; indexing the strided view V.T directly is 4-5× slower.
         if x.size * V.shape[0] < V.size:  # fewer values gathered than V holds (one step): not worth a copy
             out[...] = V.T[x]
+            if bias is not None:
+                out += bias
         else:
-            np.take(np.ascontiguousarray(V.T), x, axis=0, out=out)
+            table = np.ascontiguousarray(V.T) if bias is None else V.T + bias
+            np.take(table, x, axis=0, out=out)
         return out
     np.matmul(x.reshape(T * B, -1), V.T, out=out.reshape(T * B, V.shape[0]))
+    if bias is not None:
+        out += bias
     return out
 
 

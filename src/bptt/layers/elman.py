@@ -132,9 +132,7 @@ class ElmanLayer(Layer):
         (h0,) = state0
         f = self.activation.f
         S = state_buffer(h0, x.shape[0])  # h_0 .. h_T
-        A = project(x, V, out=S[1:])  # (T, B, H): V x_t for every t in one product
-        if b is not None:
-            A += b
+        A = project(x, V, out=S[1:], bias=b)  # (T, B, H): V x_t + b_h for every t in one product
         WT = W.T
         H = A  # h_t overwrites a_t in place: a_t is not needed by backward
         h = S[0]

@@ -116,16 +116,14 @@ class GRULayer(Layer):
     def forward(self, params, x, state0):
         V, W, b, b_hn = self._weights(params)
         Hs = self.hidden_size
-        G = project(x, V)  # (T, B, 3H): input part of every gate, all steps at once
-        if b is not None:
-            G += b
+        # σ(z) = (1 + tanh(z/2)) / 2 (as bptt.activations.sigmoid): halve the r and u pre-activations,
+        # through scaled copies of V, b and W (exact: a power of two).
+        scale = np.ones(3 * Hs, V.dtype)
+        scale[: 2 * Hs] = 0.5
+        # (T, B, 3H): input part of every gate (r, u halved), all steps at once
+        G = project(x, V * scale[:, None], bias=None if b is None else b * scale)
         T, B, _ = G.shape
-        # σ(z) = (1 + tanh(z/2)) / 2 (as bptt.activations.sigmoid): halve the r and u pre-activations
-        # once, for every step's input part and in a scaled copy of W (exact: a power of two).
-        G[:, :, : 2 * Hs] *= 0.5
-        WT = W.copy()
-        WT[: 2 * Hs] *= 0.5
-        WT = WT.T
+        WT = (W * scale[:, None]).T
         S = state_buffer(state0[0], T)  # h_0 .. h_T
         h, H = S[0], S[1:]
         Hn = np.empty((T, B, Hs), G.dtype)

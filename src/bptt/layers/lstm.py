@@ -72,6 +72,14 @@ def _gates(z: np.ndarray, Hs: int) -> None:
     sigmoid(z[:, 3 * Hs :], out=z[:, 3 * Hs :])
 
 
+def _times_dsigmoid(s: np.ndarray, other: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = s (1 - s) ⊙ other``: σ'(z) from ``s = σ(z)``, built in ``out`` without temporaries."""
+    np.subtract(1.0, s, out=out)
+    out *= s
+    out *= other
+    return out
+
+
 @dataclass(frozen=True)
 class LSTMLayer(Layer):
     """LSTM layer; see the module docstring for equations and shapes."""
@@ -114,21 +122,18 @@ class LSTMLayer(Layer):
         V, W, b = self._weights(params)
         h, c = state0
         Hs = self.hidden_size
-        G = project(x, V)  # (T, B, 4H): input part of every gate, all steps at once
-        if b is not None:
-            G += b
-        T, B, _ = G.shape
-        # σ(z) = (1 + tanh(z/2)) / 2: halve the sigmoid gates' pre-activations once (inputs for every
-        # step, and a scaled copy of W), so one tanh over all 4H columns serves every gate and
+        # σ(z) = (1 + tanh(z/2)) / 2: halve the sigmoid gates' pre-activations (scaled copies of V, b
+        # and W; exact, a power of two), so one tanh over all 4H columns serves every gate and
         # ``gate = a·tanh + c`` turns the σ blocks back (a = c = ½ for i, f, o; a = 1, c = 0 for g).
-        half = np.full((4, Hs), 0.5, G.dtype)
+        half = np.full((4, Hs), 0.5, V.dtype)
         half[2] = 1.0
-        G4 = G.reshape(T, B, 4, Hs)
-        G4 *= half
-        WT = (W.reshape(4, Hs, Hs) * half[:, :, None]).reshape(4 * Hs, Hs).T
-        shift = (1.0 - half).reshape(4 * Hs)
-        shift[2 * Hs : 3 * Hs] = 0.0
         scale = half.reshape(4 * Hs)
+        shift = 1.0 - scale
+        shift[2 * Hs : 3 * Hs] = 0.0
+        # (T, B, 4H): input part of every gate (halved where σ), all steps at once
+        G = project(x, V * scale[:, None], bias=None if b is None else b * scale)
+        T, B, _ = G.shape
+        WT = (W * scale[:, None]).T
         S, Cs = state_buffer(h, T), state_buffer(c, T)  # h_0 .. h_T and c_0 .. c_T
         h, c, H, C = S[0], Cs[0], S[1:], Cs[1:]
         tanhC = np.empty_like(C)
@@ -164,11 +169,15 @@ class LSTMLayer(Layer):
         # ∂c_t/∂z through each gate, [g σ'(i), c_{t-1} σ'(f), i tanh'(g)], then tanh(c_t) σ'(o)
         # for ∂h_t/∂z_o, and ∂h_t/∂c_t = o ⊙ tanh'(c_t).
         M = np.empty((T, B, 4, Hs), G.dtype)  # becomes ∂J/∂z_t step by step in the loop
-        np.multiply(Gc, I * (1.0 - I), out=M[:, :, 0])
-        np.multiply(C_prev, F * (1.0 - F), out=M[:, :, 1])
-        np.multiply(I, 1.0 - Gc * Gc, out=M[:, :, 2])
-        np.multiply(tanhC, O * (1.0 - O), out=M[:, :, 3])
-        dh_dc = O * (1.0 - tanhC * tanhC)
+        _times_dsigmoid(I, Gc, out=M[:, :, 0])
+        _times_dsigmoid(F, C_prev, out=M[:, :, 1])
+        m = np.multiply(Gc, Gc, out=M[:, :, 2])
+        np.subtract(1.0, m, out=m)
+        m *= I  # i tanh'(z_g), tanh' = 1 - g²
+        _times_dsigmoid(O, tanhC, out=M[:, :, 3])
+        dh_dc = np.multiply(tanhC, tanhC)
+        np.subtract(1.0, dh_dc, out=dh_dc)
+        dh_dc *= O
         if dstate_T is None:
             dh_next, dc_next = np.zeros((B, Hs), G.dtype), np.zeros((B, Hs), G.dtype)
         else:
