@@ -87,7 +87,8 @@ class Activation:
     f : callable
         ``f(z, out=None) -> a``, elementwise.
     df : callable
-        ``df(a, out=None) -> f'(z)`` where ``a = f(z)``; same shape as ``a``.
+        ``df(a, out=None) -> f'(z)`` where ``a = f(z)``; same shape as ``a``
+        (``out`` must not be ``a`` itself).
     """
 
     name: str

@@ -1,4 +1,4 @@
-"""Input projections ``V x_t`` for every step at once, dense or from token ids.
+"""Input projections ``V x_t (+ b)`` for every step at once, dense or from token ids.
 
 A recurrent layer's input term does not depend on the previous state, so it is
 computed for the whole sequence before the time loop: one matrix product over
@@ -7,7 +7,7 @@ vector is never materialised: ``V onehot(i) = V[:, i]``).
 
 The backward pass mirrors this: ``∂J/∂V = Σ_t dA_tᵀ x_t`` is one matrix product
 for dense inputs and a scatter-sum of the rows of ``dA`` into the columns of
-``V`` named by the tokens (sort by token, one contiguous sum per distinct token; no ``np.add.at``).
+``V`` named by the tokens (sort by token, one sum per distinct token over its rows; no ``np.add.at``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,14 @@ def is_tokens(x: np.ndarray) -> bool:
     return x.dtype.kind in "iu"
 
 
-def project(x: np.ndarray, V: np.ndarray, out: np.ndarray | None = None, bias: np.ndarray | None = None) -> np.ndarray:
-    """Input term ``A_t = V x_t + b`` for every step.
+def project(
+    x: np.ndarray,
+    V: np.ndarray,
+    out: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
+) -> np.ndarray:
+    """Input term ``A_t = (V x_t + b) ⊙ s`` for every step (``b``, ``s`` optional).
 
     Parameters
     ----------
@@ -33,9 +39,10 @@ def project(x: np.ndarray, V: np.ndarray, out: np.ndarray | None = None, bias: n
         Input weight, oriented (out, in).
     out : ndarray, (T, B, H), C-contiguous, optional
         Where to write the result (e.g. a slice of a larger buffer).
-    bias : ndarray, (H,), optional
-        ``b``, added to every step (for token ids, to the table before the gather:
-        ``V onehot(i) + b`` is row ``i`` of ``Vᵀ + b``, one pass fewer).
+    bias, scale : ndarray, (H,), optional
+        ``b`` added to and ``s`` multiplied into every step. For token ids that gather from a
+        table, both go into the table first (``(V onehot(i) + b) ⊙ s`` is row ``i`` of
+        ``(Vᵀ + b) ⊙ s``): no extra pass over the window.
 
     Returns
     -------
@@ -46,20 +53,24 @@ def project(x: np.ndarray, V: np.ndarray, out: np.ndarray | None = None, bias: n
         out = np.empty((T, B, V.shape[0]), V.dtype)
     elif not out.flags.c_contiguous or out.shape != (T, B, V.shape[0]):
         raise ValueError(f"project: out must be a C-contiguous {(T, B, V.shape[0])} array, got {out.shape}")
-    if is_tokens(x):
-        # (T, B, H): column x_t of V for every (t, b). Gathering rows of a contiguous Vᵀ reads
-        # memory in order; indexing the strided view V.T directly is 4-5× slower.
-        if x.size * V.shape[0] < V.size:  # fewer values gathered than V holds (one step): not worth a copy
-            out[...] = V.T[x]
-            if bias is not None:
-                out += bias
-        else:
-            table = np.ascontiguousarray(V.T) if bias is None else V.T + bias
-            np.take(table, x, axis=0, out=out)
+    if is_tokens(x) and x.size * V.shape[0] >= V.size:
+        # (T, B, H): row x_t of the table Vᵀ for every (t, b). Gathering rows of a contiguous table
+        # reads memory in order; indexing the strided view V.T directly is 4-5× slower.
+        table = np.ascontiguousarray(V.T) if bias is None and scale is None else V.T.copy()
+        if bias is not None:
+            table += bias
+        if scale is not None:
+            table *= scale
+        np.take(table, x, axis=0, out=out)
         return out
-    np.matmul(x.reshape(T * B, -1), V.T, out=out.reshape(T * B, V.shape[0]))
+    if is_tokens(x):  # fewer values gathered than V holds (e.g. one step): no table
+        out[...] = V.T[x]
+    else:
+        np.matmul(x.reshape(T * B, -1), V.T, out=out.reshape(T * B, V.shape[0]))
     if bias is not None:
         out += bias
+    if scale is not None:
+        out *= scale
     return out
 
 

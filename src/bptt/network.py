@@ -568,7 +568,7 @@ class RNN:
         x = fwd.x
         dense = x.dtype.kind == "f"
         grads, dH, dx_skip = self.readout.backward(self.params, d_logits, fwd.hidden[-1], x, dense)
-        del d_logits  # freed here unless the caller holds it (a trace does): one (T, B, O) array less
+        del d_logits  # freed here if nothing else holds it (loss_and_grad on CPython 3.11+; not a trace)
         state_grads: dict[str, np.ndarray] = {}
         dx = None
         for k in range(self.num_layers - 1, -1, -1):

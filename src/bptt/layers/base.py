@@ -66,12 +66,13 @@ class Layer(ABC):
     """A recurrent layer: ``state_t = cell(x_t, state_{t-1})``, output ``h_t``.
 
     Subclasses are frozen dataclasses with at least ``input_size``,
-    ``hidden_size`` and ``suffix`` (appended to every parameter and state name,
+    ``hidden_size``, ``bias`` and ``suffix`` (appended to every parameter and state name,
     ``""`` for a single-layer network, ``"_l{k}"`` in a stack).
     """
 
     input_size: int
     hidden_size: int
+    bias: bool
     suffix: str
     kind: str = "layer"
 
@@ -121,10 +122,11 @@ class Layer(ABC):
 
     @abstractmethod
     def _pack(
-        self, dV: np.ndarray, dW: np.ndarray, in_total: np.ndarray, rec_total: np.ndarray
+        self, dV: np.ndarray, dW: np.ndarray, in_total: np.ndarray | None, rec_total: np.ndarray | None
     ) -> dict[str, np.ndarray]:
         """Name the gradients: input weight ``dV``, recurrent weight ``dW``, and the biases from
-        ``in_total`` and ``rec_total``, the sums of ``d_in`` and ``d_rec`` over the batch (and steps)."""
+        ``in_total`` and ``rec_total``, the sums of ``d_in`` and ``d_rec`` over the batch (and steps;
+        ``None`` for a layer without bias)."""
 
     def _d_rec(self, cache: Any, adj: Adjoints) -> np.ndarray:
         """``d_rec`` when ``adj`` did not keep it; may reuse ``adj.d_in``'s memory (read ``d_in`` first)."""
@@ -139,7 +141,7 @@ class Layer(ABC):
         need_dx: bool,
         *,
         overwrite_dH: bool = False,
-        keep: bool = False,
+        keep: bool = True,
     ) -> tuple[dict[str, np.ndarray], np.ndarray | None, State, Adjoints | None]:
         """BPTT through the layer; returns ``(grads, dx, dstate0, adjoints)``.
 
@@ -148,13 +150,14 @@ class Layer(ABC):
         """
         adj = self.adjoints(params, cache, dH, dstate_T, overwrite_dH=overwrite_dH, keep=keep)
         T, B, G = adj.d_in.shape
+        # Everything that reads d_in comes first: _d_rec may turn d_in into d_rec in place.
         dV, dx = project_backward(adj.d_in, cache.x, self.input_weight(params), need_dx and not is_tokens(cache.x))
-        in_total = adj.d_in.sum(axis=(0, 1))
+        in_total = adj.d_in.sum(axis=(0, 1)) if self.bias else None
         if adj.d_rec is adj.d_in:  # one pre-activation per gate (Elman, LSTM): the two sides agree
             d_rec, rec_total = adj.d_in, in_total
         else:
             d_rec = self._d_rec(cache, adj) if adj.d_rec is None else adj.d_rec
-            rec_total = d_rec.sum(axis=(0, 1))
+            rec_total = d_rec.sum(axis=(0, 1)) if self.bias else None
         H_prev = previous_states(cache).reshape(T * B, self.hidden_size)
         dW = d_rec.reshape(T * B, G).T @ H_prev  # Σ_t d_rec_tᵀ h_{t-1}
         return self._pack(dV, dW, in_total, rec_total), dx, adj.dstate0, adj if keep else None
@@ -182,8 +185,9 @@ class Layer(ABC):
             if need(in_name)
             else np.broadcast_to(np.zeros((), adj.d_in.dtype), (T, G, self.input_size))
         )
-        in_terms = adj.d_in.sum(axis=1)
-        return self._pack(dV, dW, in_terms, in_terms if adj.d_rec is adj.d_in else adj.d_rec.sum(axis=1))
+        in_terms = adj.d_in.sum(axis=1) if self.bias else None
+        rec_terms = in_terms if adj.d_rec is adj.d_in or not self.bias else adj.d_rec.sum(axis=1)
+        return self._pack(dV, dW, in_terms, rec_terms)
 
     @property
     def weight_names(self) -> tuple[str, str]:

@@ -19,7 +19,7 @@ W          W_ss        W_ssx[:, :H] (H, H)      state → state (the recurrence)
 b_h        b_s         b_s          (H,)        state bias (only if ``bias``)
 =========  ==========  ===========  ==========  ===============================
 
-BPTT (one line per chain-rule step in :meth:`ElmanLayer.backward`)::
+BPTT (one line per chain-rule step in :meth:`ElmanLayer.adjoints`, the loop of ``backward``)::
 
     dh_t  = ∂J/∂h_t (direct, from the layer above) + dh_next
     da_t  = dh_t ⊙ f_h'(a_t)
@@ -27,7 +27,9 @@ BPTT (one line per chain-rule step in :meth:`ElmanLayer.backward`)::
     ∂J/∂W = Σ_t da_t h_{t-1}ᵀ,  ∂J/∂V = Σ_t da_t x_tᵀ,  ∂J/∂b_h = Σ_t da_t
 
 The three sums over t are each one matrix product over all ``T·B`` rows after
-the backward loop; only ``Wᵀ da_t`` stays inside it.
+the backward loop; only ``Wᵀ da_t`` stays inside it. In training, ``da_t`` is written
+over the incoming ``∂J/∂h_t`` (the network gives that array up), so the backward pass
+holds one window-sized array besides the states.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ from .base import Adjoints, Layer, freeze, state_buffer, uniform
 
 __all__ = ["ELMAN_NOTATIONS", "ElmanCache", "ElmanLayer"]
 
-# Parameter names per notation: (input, recurrent, bias); concat fuses the first two.
 _WHOLE_WINDOW_DF = 1 << 16  # window sizes T·B·H up to which backward computes f_h' for all steps at once
 
+# Parameter names per notation: (input, recurrent, bias); concat fuses the first two.
 ELMAN_NOTATIONS: dict[str, tuple[str, str, str]] = {
     "lecture": ("V", "W", "b_h"),
     "mit": ("W_sx", "W_ss", "b_s"),

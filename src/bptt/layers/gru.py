@@ -117,11 +117,11 @@ class GRULayer(Layer):
         V, W, b, b_hn = self._weights(params)
         Hs = self.hidden_size
         # σ(z) = (1 + tanh(z/2)) / 2 (as bptt.activations.sigmoid): halve the r and u pre-activations,
-        # through scaled copies of V, b and W (exact: a power of two).
+        # in the input projection and a scaled copy of W (exact: a power of two).
         scale = np.ones(3 * Hs, V.dtype)
         scale[: 2 * Hs] = 0.5
         # (T, B, 3H): input part of every gate (r, u halved), all steps at once
-        G = project(x, V * scale[:, None], bias=None if b is None else b * scale)
+        G = project(x, V, bias=b, scale=scale)
         T, B, _ = G.shape
         WT = (W * scale[:, None]).T
         S = state_buffer(state0[0], T)  # h_0 .. h_T
@@ -180,12 +180,12 @@ class GRULayer(Layer):
         np.subtract(1.0, R, out=Mr)
         Mr *= R
         Mr *= Mn
-        Mr *= Hn  # r: r(1 - r) times what r multiplies, W_n h + b_hn
+        Mr *= Hn  # r: r(1 - r) (1 - u)(1 - n²) (W_n h + b_hn), through n = tanh(... + r ⊙ (W_n h + b_hn))
         # The state side equals the input side but for n, which sees W_n h through r: d_rec_n = d_in_n ⊙ r.
         # Kept for every step only when asked; otherwise one step's worth for the product.
         D_rec = np.empty((T, B, 3, Hs), G.dtype) if keep else None
         dzh_t = np.empty((B, 3, Hs), G.dtype)
-        DH = np.empty((T, B, Hs), G.dtype) if keep else dH if overwrite_dH else None  # total ∂J/∂h_t
+        DH = np.empty((T, B, Hs), G.dtype) if keep else None  # total ∂J/∂h_t (dH is only read)
         dh_t = np.empty((B, Hs), G.dtype)
         dh_next = np.zeros((B, Hs), G.dtype) if dstate_T is None else dstate_T[0].copy()
         back = np.empty((B, Hs), G.dtype)

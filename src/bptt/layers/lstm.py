@@ -122,8 +122,8 @@ class LSTMLayer(Layer):
         V, W, b = self._weights(params)
         h, c = state0
         Hs = self.hidden_size
-        # σ(z) = (1 + tanh(z/2)) / 2: halve the sigmoid gates' pre-activations (scaled copies of V, b
-        # and W; exact, a power of two), so one tanh over all 4H columns serves every gate and
+        # σ(z) = (1 + tanh(z/2)) / 2: halve the sigmoid gates' pre-activations (in the input projection
+        # and a scaled copy of W; exact, a power of two), so one tanh over all 4H columns serves every gate and
         # ``gate = a·tanh + c`` turns the σ blocks back (a = c = ½ for i, f, o; a = 1, c = 0 for g).
         half = np.full((4, Hs), 0.5, V.dtype)
         half[2] = 1.0
@@ -131,7 +131,7 @@ class LSTMLayer(Layer):
         shift = 1.0 - scale
         shift[2 * Hs : 3 * Hs] = 0.0
         # (T, B, 4H): input part of every gate (halved where σ), all steps at once
-        G = project(x, V * scale[:, None], bias=None if b is None else b * scale)
+        G = project(x, V, bias=b, scale=scale)
         T, B, _ = G.shape
         WT = (W * scale[:, None]).T
         S, Cs = state_buffer(h, T), state_buffer(c, T)  # h_0 .. h_T and c_0 .. c_T
@@ -171,9 +171,9 @@ class LSTMLayer(Layer):
         M = np.empty((T, B, 4, Hs), G.dtype)  # becomes ∂J/∂z_t step by step in the loop
         _times_dsigmoid(I, Gc, out=M[:, :, 0])
         _times_dsigmoid(F, C_prev, out=M[:, :, 1])
-        m = np.multiply(Gc, Gc, out=M[:, :, 2])
-        np.subtract(1.0, m, out=m)
-        m *= I  # i tanh'(z_g), tanh' = 1 - g²
+        Mg = np.multiply(Gc, Gc, out=M[:, :, 2])
+        np.subtract(1.0, Mg, out=Mg)
+        Mg *= I  # i tanh'(z_g), tanh' = 1 - g²
         _times_dsigmoid(O, tanhC, out=M[:, :, 3])
         dh_dc = np.multiply(tanhC, tanhC)
         np.subtract(1.0, dh_dc, out=dh_dc)
@@ -182,9 +182,8 @@ class LSTMLayer(Layer):
             dh_next, dc_next = np.zeros((B, Hs), G.dtype), np.zeros((B, Hs), G.dtype)
         else:
             dh_next, dc_next = dstate_T[0].copy(), dstate_T[1].copy()
-        # Total ∂J/∂h_t: kept in its own array, or written over dH (when the caller gives it up), or
-        # only one step at a time.
-        DH = np.empty((T, B, Hs), G.dtype) if keep else dH if overwrite_dH else None
+        # Total ∂J/∂h_t for every step only when kept; otherwise one step at a time (dH is only read).
+        DH = np.empty((T, B, Hs), G.dtype) if keep else None
         dh_t = np.empty((B, Hs), G.dtype)
         dc = np.empty((B, Hs), G.dtype)
         for t in range(T - 1, -1, -1):
