@@ -147,30 +147,29 @@ def flops_per_step(cell: str, H: int, V: int, B: int, T: int) -> float:
     return 2.0 * T * B * (3 * G * H * H + 3 * H * V)
 
 
+def _median_rate(product, n: int, reps: int) -> float:
+    """GFLOP/s of ``product()``, an ``(n, n) @ (n, n)`` product: median of ``reps`` after 3 warm-ups."""
+    for _ in range(3):
+        product()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        product()
+        times.append(time.perf_counter() - t0)
+    return 2.0 * n**3 / statistics.median(times) / 1e9
+
+
 def matmul_rate(n: int = 1024, reps: int = 20) -> float:
     """NumPy float32 ``(n, n) @ (n, n)`` GFLOP/s, median of ``reps``."""
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2.0 * n**3 / statistics.median(times) / 1e9
+    return _median_rate(lambda: a @ b, n, reps)
 
 
 def torch_matmul_rate(n: int = 1024, reps: int = 20) -> float:
+    """``torch.mm`` float32 ``(n, n) @ (n, n)`` GFLOP/s, median of ``reps``."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2.0 * n**3 / statistics.median(times) / 1e9
+    return _median_rate(lambda: a @ b, n, reps)
 
 
 class Config:

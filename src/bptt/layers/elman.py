@@ -167,12 +167,9 @@ class ElmanLayer(Layer):
         f_t = np.empty((B, Hs), H.dtype)
         dh_next = np.zeros((B, Hs), H.dtype) if dstate_T is None else dstate_T[0].copy()
         for t in range(T - 1, -1, -1):
-            da = dA[t]
-            if DH is None:
-                da += dh_next  # total ∂J/∂h_t: direct term + everything from later steps
-            else:
-                da = np.add(da, dh_next, out=DH[t])
-            np.multiply(da, df(H[t], out=f_t) if F is None else F[t], out=dA[t])  # through f_h
+            # total ∂J/∂h_t: direct term + everything from later steps (in place unless kept)
+            dh = np.add(dA[t], dh_next, out=dA[t] if DH is None else DH[t])
+            np.multiply(dh, df(H[t], out=f_t) if F is None else F[t], out=dA[t])  # through f_h
             np.dot(dA[t], W, out=dh_next)  # into h_{t-1}
         return Adjoints(d_in=dA, d_rec=dA, dh=DH, dstate0=(dh_next,))
 
