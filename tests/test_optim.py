@@ -451,6 +451,16 @@ def test_clip_grad_norm_overflowing_but_finite_gradients(dtype, value):
     assert norm == pytest.approx(1.0, rel=1e-5)
 
 
+@pytest.mark.parametrize(
+    "dtype, value", [(np.float32, 1e25), (np.float32, 1e-25), (np.float64, 1e200), (np.float64, 1e-200)]
+)
+def test_clip_grad_norm_value_when_the_squares_overflow_or_underflow(dtype, value):
+    # The norm comes from one dot product per gradient unless Σ g² left the float range;
+    # then from the rescaled sum. Both directions must give the true norm.
+    grads = {"W": np.full((3, 4), value, dtype=dtype), "b": np.full(4, -value, dtype=dtype)}
+    assert clip_grad_norm(grads, None) == pytest.approx(float(value) * 4.0, rel=1e-6)
+
+
 def test_clip_grad_norm_zero_gradients():
     grads = {"W": np.zeros((2, 2)), "b": np.zeros(2)}
     assert clip_grad_norm(grads, 1.0) == 0.0
