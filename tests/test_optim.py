@@ -461,6 +461,14 @@ def test_clip_grad_norm_value_when_the_squares_overflow_or_underflow(dtype, valu
     assert clip_grad_norm(grads, None) == pytest.approx(float(value) * 4.0, rel=1e-6)
 
 
+@pytest.mark.parametrize("bad", [np.ones(3, dtype=np.int64), [1.0, 2.0]])
+def test_clip_grad_norm_refuses_non_float_gradients(bad):
+    with pytest.raises(
+        TypeError, match=r"clip_grad_norm: gradient of 'W' must be a float array, got (dtype int64|list)"
+    ):
+        clip_grad_norm({"W": bad, "b": np.ones(2)}, 1.0)
+
+
 def test_clip_grad_norm_zero_gradients():
     grads = {"W": np.zeros((2, 2)), "b": np.zeros(2)}
     assert clip_grad_norm(grads, 1.0) == 0.0

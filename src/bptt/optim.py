@@ -326,8 +326,15 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float | None, names=N
     FloatingPointError
         When a gradient holds NaN or Inf, naming it: a step with it would destroy
         the parameters.
+    TypeError
+        When a gradient is not a float array.
     """
     keys = list(grads) if names is None else list(names)
+    for k in keys:
+        g = grads[k]
+        if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
+            got = f"dtype {g.dtype}" if isinstance(g, np.ndarray) else type(g).__name__
+            raise TypeError(f"clip_grad_norm: gradient of {k!r} must be a float array, got {got}")
     # Fast path: Σ g_i² by one BLAS dot per gradient. A NaN or Inf anywhere makes it non-finite,
     # so the element-wise finiteness check only runs when the sum is not finite. ravel(order="K")
     # is a view for any contiguous layout (np.vdot walks e.g. a transposed ∂J/∂V 10× slower).
