@@ -349,3 +349,38 @@ def test_project_refuses_an_out_buffer_it_cannot_write_in_place():
         project(x, V, out=np.empty((2, 5, 8))[:, :, ::2])
     out = np.empty((2, 5, 4))
     assert project(x, V, out=out) is out
+
+
+@pytest.mark.parametrize("ids", [[[0, 1], [2, 3]], [[0, -1], [2, 1]], [[0]], [[-1]], [[3]]])
+def test_project_refuses_token_ids_outside_the_table_on_both_paths(ids):
+    # The networks validate ids before any layer runs; project itself must not clip or wrap them
+    # either (the whole-window gather uses np.take(mode="clip") for speed). [[0]] and [[-1]] take the
+    # small-input path, the 2×2 windows the gather-table path.
+    from bptt.inputs import project
+
+    V = np.arange(12.0).reshape(4, 3)  # D = 3: ids 0..2
+    x = np.array(ids)
+    if x.min() >= 0 and x.max() < 3:
+        np.testing.assert_array_equal(project(x, V), V.T[x])
+        return
+    with pytest.raises(ValueError, match=r"project: token ids must lie in \[0, 3\), got \[-?\d+, -?\d+\]"):
+        project(x, V)
+
+
+def test_class_targets_must_match_the_output_rows():
+    # A target array of the right size but the wrong shape would otherwise be read row-major
+    # against the wrong (t, b).
+    from bptt.losses import OUTPUTS
+
+    out = OUTPUTS["softmax"]
+    z = np.zeros((2, 3, 4))
+    y = np.zeros((3, 2), dtype=np.int64)
+    for call in (
+        lambda: out.residual(out.f(z), y),
+        lambda: out.loss(z, y),
+        lambda: out.loss_given_outputs(out.f(z), z, y),
+    ):
+        with pytest.raises(
+            ValueError, match=r"class targets must have shape \(2, 3\) \(one id per output row\), got \(3, 2\)"
+        ):
+            call()

@@ -469,6 +469,13 @@ def test_clip_grad_norm_refuses_non_float_gradients(bad):
         clip_grad_norm({"W": bad, "b": np.ones(2)}, 1.0)
 
 
+def test_clip_grad_norm_mixed_dtypes_with_a_maximum_below_float32s_range():
+    # The rescaled sum divides by the largest |g_i|; a float32 gradient must be divided in float64
+    # there (1e-50 is 0 in float32, and 0 / 0 gave a NaN norm).
+    grads = {"a": np.full(4, 1e-50), "b": np.zeros(3, np.float32)}
+    assert clip_grad_norm(grads, None) == pytest.approx(2e-50, rel=1e-12)
+
+
 def test_clip_grad_norm_zero_gradients():
     grads = {"W": np.zeros((2, 2)), "b": np.zeros(2)}
     assert clip_grad_norm(grads, 1.0) == 0.0

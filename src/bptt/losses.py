@@ -46,12 +46,14 @@ def _identity(z: np.ndarray) -> np.ndarray:
     return z.copy()
 
 
-def _at_targets(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _at_targets(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where ``a[t, b, y_tb]`` sits in ``a.reshape(-1, O)``, for every (t, b): (rows, target columns).
 
     One fancy index on the flattened view; ``np.take_along_axis`` builds broadcast index arrays
     for every axis, which costs more than the gather itself for small windows.
     """
+    if y.shape != a.shape[:-1]:
+        raise ValueError(f"class targets must have shape {a.shape[:-1]} (one id per output row), got {y.shape}")
     return np.arange(y.size), y.reshape(-1)
 
 
@@ -59,7 +61,7 @@ def _softmax_loss(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-(t, b) cross-entropy ``-log softmax(z)[y]``; z (T, B, O), y int (T, B)."""
     shifted = z - z.max(axis=-1, keepdims=True)
     lse = np.log(np.exp(shifted).sum(axis=-1))
-    return lse - shifted.reshape(-1, z.shape[-1])[_at_targets(y)].reshape(y.shape)
+    return lse - shifted.reshape(-1, z.shape[-1])[_at_targets(shifted, y)].reshape(y.shape)
 
 
 def _softmax_loss_given_probs(p: np.ndarray, z: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -69,7 +71,7 @@ def _softmax_loss_given_probs(p: np.ndarray, z: np.ndarray, y: np.ndarray) -> np
     is too small to carry full precision (below ``tiny / eps``, or zero after underflow) the
     loss is recomputed from the logits for those entries only.
     """
-    p_y = p.reshape(-1, p.shape[-1])[_at_targets(y)].reshape(y.shape)
+    p_y = p.reshape(-1, p.shape[-1])[_at_targets(p, y)].reshape(y.shape)
     info = np.finfo(p.dtype)
     small = p_y < info.tiny / info.eps
     loss = -np.log(np.where(small, 1.0, p_y))
@@ -97,7 +99,7 @@ def _dense_residual(p: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _class_residual(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     d = p.copy()
     # p - onehot(y): each (t, b) has exactly one target, so a put is enough.
-    d.reshape(-1, d.shape[-1])[_at_targets(y)] -= 1.0
+    d.reshape(-1, d.shape[-1])[_at_targets(d, y)] -= 1.0
     return d
 
 

@@ -355,7 +355,8 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float | None, names=N
         M = max((float(np.abs(grads[k]).max(initial=0.0)) for k in keys), default=0.0)
         if M == 0.0:
             return 0.0
-        total = M * math.sqrt(sum(float(np.vdot(g / M, g / M)) for g in flat))
+        M64 = np.float64(M)  # a NumPy float64 scalar: float32 gradients are rescaled in float64, where M fits
+        total = M * math.sqrt(sum(float(np.vdot(g / M64, g / M64)) for g in flat))
     if max_norm is not None and total > max_norm:
         scale = max_norm / (total + 1e-12)
         for k in keys:
