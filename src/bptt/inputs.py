@@ -53,10 +53,10 @@ def project(
         out = np.empty((T, B, V.shape[0]), V.dtype)
     elif not out.flags.c_contiguous or out.shape != (T, B, V.shape[0]):
         raise ValueError(f"project: out must be a C-contiguous {(T, B, V.shape[0])} array, got {out.shape}")
-    D = V.shape[1]
-    if is_tokens(x) and (x.min() < 0 or x.max() >= D):  # O(T·B), against the O(T·B·H) gather
+    tokens, D = is_tokens(x), V.shape[1]
+    if tokens and (x.min() < 0 or x.max() >= D):  # O(T·B), against the O(T·B·H) gather
         raise ValueError(f"project: token ids must lie in [0, {D}), got [{x.min()}, {x.max()}]")
-    if is_tokens(x) and x.size * V.shape[0] >= V.size:
+    if tokens and x.size * V.shape[0] >= V.size:
         # (T, B, H): row x_t of the table Vᵀ for every (t, b). Gathering rows of a contiguous table
         # reads memory in order; indexing the strided view V.T directly is 4-5× slower.
         table = np.ascontiguousarray(V.T) if bias is None and scale is None else V.T.copy()
@@ -68,7 +68,7 @@ def project(
         # through a hidden buffer when given ``out`` (about 25× slower for a fresh (T, B, 4H) array).
         np.take(table, x, axis=0, out=out, mode="clip")
         return out
-    if is_tokens(x):  # fewer values gathered than V holds (e.g. one step): no table
+    if tokens:  # fewer values gathered than V holds (e.g. one step): no table
         out[...] = V.T[x]
     else:
         np.matmul(x.reshape(T * B, -1), V.T, out=out.reshape(T * B, V.shape[0]))

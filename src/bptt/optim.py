@@ -337,7 +337,7 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float | None, names=N
             raise TypeError(f"clip_grad_norm: gradient of {k!r} must be a float array, got {got}")
     # Fast path: Σ g_i² by one BLAS dot per gradient. A NaN or Inf anywhere makes it non-finite,
     # so the element-wise finiteness check only runs when the sum is not finite. ravel(order="K")
-    # is a view for any contiguous layout (np.vdot walks e.g. a transposed ∂J/∂V 10× slower).
+    # is a view for any contiguous layout (np.vdot walks e.g. a transposed ∂J/∂V ≈ 25× slower).
     flat = [grads[k].ravel(order="K") for k in keys]
     squares = [float(np.vdot(g, g)) for g in flat]
     for k, sq in zip(keys, squares, strict=True):
