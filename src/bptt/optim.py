@@ -340,19 +340,19 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float | None, names=N
     # is a view for any contiguous layout (np.vdot walks e.g. a transposed ∂J/∂V ≈ 25× slower).
     flat = [grads[k].ravel(order="K") for k in keys]
     squares = [float(np.vdot(g, g)) for g in flat]
-    for k, sq in zip(keys, squares, strict=True):
-        if not math.isfinite(sq) and not np.isfinite(grads[k]).all():
+    for k, g, sq in zip(keys, flat, squares, strict=True):
+        if not math.isfinite(sq) and not np.isfinite(g).all():
             raise FloatingPointError(f"gradient of {k!r} is not finite (NaN or Inf)")
     total_sq = sum(squares)
-    n = sum(grads[k].size for k in keys)
-    floor = max((np.finfo(grads[k].dtype).tiny / np.finfo(grads[k].dtype).eps for k in keys), default=0.0)
+    n = sum(g.size for g in flat)
+    floor = max((np.finfo(g.dtype).tiny / np.finfo(g.dtype).eps for g in flat), default=0.0)
     if math.isfinite(total_sq) and total_sq >= n * floor:
         # No square overflowed, and squares lost to underflow (each below ``tiny``) change the
         # sum by less than one part in 1/eps.
         total = math.sqrt(total_sq)
     else:
         # ‖g‖ = M ‖g / M‖ with M the largest |g_i|: finite even when Σ g_i² overflows or underflows.
-        M = max((float(np.abs(grads[k]).max(initial=0.0)) for k in keys), default=0.0)
+        M = max((float(np.abs(g).max(initial=0.0)) for g in flat), default=0.0)
         if M == 0.0:
             return 0.0
         M64 = np.float64(M)  # a NumPy float64 scalar: float32 gradients are rescaled in float64, where M fits
