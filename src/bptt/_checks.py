@@ -173,14 +173,6 @@ def generator(seed: object, where: str) -> np.random.Generator:
         ) from None
 
 
-def network(model: object, where: str) -> None:
-    """Refuse anything but a bptt network (Elman, LSTM, GRU or RNN)."""
-    from .network import RNN  # the network module itself builds on this one
-
-    if not isinstance(model, RNN):
-        raise TypeError(f"{where}: model must be a bptt network (Elman, LSTM, GRU or RNN), got {type(model).__name__}")
-
-
 def batch_index(value: object, B: int, where: str) -> int:
     """An index into the batch of ``B`` sequences."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -188,3 +180,27 @@ def batch_index(value: object, B: int, where: str) -> int:
     if not 0 <= value < B:
         raise ValueError(f"{where}: batch_index must be in [0, {B}) for x with B = {B}, got {value}")
     return int(value)
+
+
+def real(value: object, name: str, where: str, *, low: float = 0.0, strict: bool = True, high: float | None = None) -> float:
+    """``value`` as a finite float above ``low`` (``≥ low`` when not ``strict``) and below ``high``.
+
+    The one check behind every "must be a finite number > 0" in bptt (temperatures,
+    learning rates, thresholds, finite-difference steps, clip norms). ``where`` may be
+    ``""`` for messages without a caller prefix (the command line's argument parser).
+    """
+    number = not isinstance(value, bool) and isinstance(value, numbers.Real) and bool(np.isfinite(value))
+    if number and (value > low if strict else value >= low) and (high is None or value < high):
+        return float(value)
+    bound = f"{'>' if strict else '≥'} {low:g}" + (f" and < {high:g}" if high is not None else "")
+    prefix = f"{where}: " if where else ""
+    message = f"{prefix}{name} must be a finite number {bound}, got {value!r}"
+    raise ValueError(message) if number else NotANumberError(message)
+
+
+class NotANumberError(ValueError, TypeError):
+    """:func:`real` got no finite real number at all (a string, ``None``, ``True``, NaN, ∞).
+
+    Both a ``ValueError`` and a ``TypeError`` (as NumPy's ``AxisError`` is both), so code
+    that catches either for a bad setting keeps working.
+    """

@@ -42,6 +42,7 @@ import numpy as np
 from . import _checks
 from .layers.base import freeze
 from .network import RNN
+from .problem import float64_problem
 
 __all__ = ["GapDecomposition", "gradient_by_gap"]
 
@@ -130,31 +131,19 @@ def gradient_by_gap(
     True
     """
     where = "gradient_by_gap"
-    _checks.network(model, where)
+    problem = float64_problem(model, x, h0, where, y=y, loss_weights=loss_weights, targets=True)
     if not isinstance(param, str):
         raise TypeError(f"{where}: param must be a parameter name (str), got {param!r}")
     if param not in model.params:
         raise ValueError(f"{where}: param must be one of {list(model.params)}, got {param!r}")
-    # Validate in the model's own dtype (as loss_and_grad does), then analyse in float64.
-    x, states = model._prepare(x, h0, where)
-    T, B = x.shape[:2]
-    out = model.output
-    y = _checks.targets(y, T, B, model.output_size, out.class_targets, model.dtype, out.name, where)
-    w = _checks.loss_weights(loss_weights, T, B, np.dtype(np.float64), where)
-
-    m = model.astype("float64")
-    x64 = x.astype(np.float64) if x.dtype.kind == "f" else x
-    y64 = y.astype(np.float64) if y.dtype.kind == "f" else y
-    h0_64 = {name: s.astype(np.float64) for name, s in model._state_dict(states).items()}
-    fwd = m.forward(x64, h0_64)
-    per_step = out.loss(fwd.logits, y64)  # (T, B)
-    # ∂J/∂z2_t = (p_t − y_t) w_tb / B, as in loss_and_grad.
-    dZ = out.residual(fwd.outputs, y64)
-    if w is None:
-        dZ *= 1.0 / B
-    else:
+    # Validated in the model's own dtype (as loss_and_grad does), analysed in float64.
+    m, x64, y64, w = problem.model, problem.x, problem.y, problem.w
+    T, B = problem.T, problem.B
+    fwd = m.forward(x64, problem.h0)
+    per_step = m.output.loss(fwd.logits, y64)  # (T, B)
+    if w is not None:
         per_step = per_step * w
-        dZ *= (w / B)[..., None]
+    dZ = m.output.d_logits(fwd.outputs, y64, w)  # ∂J/∂z2_t, as in loss_and_grad
     loss = float(per_step.sum() / B)
 
     shape = m.params[param].shape

@@ -44,6 +44,7 @@ import numpy as np
 from . import _checks
 from .layers.base import freeze
 from .network import RNN
+from .problem import float64_problem
 
 __all__ = ["Dependence", "gradient_dependence"]
 
@@ -153,17 +154,14 @@ def gradient_dependence(
     Dependence
     """
     where = "gradient_dependence"
-    _checks.network(model, where)
-    eps = _real(eps, "eps", where, positive=True)
-    rtol = _real(rtol, "rtol", where, positive=False)
-    x, states0 = model._prepare(x, h0, where)  # validated in the model's dtype, errors named here
-    T, B = x.shape[:2]
-    y = _checks.targets(y, T, B, model.output_size, model.output.class_targets, model.dtype, model.output.name, where)
-    w = _checks.loss_weights(loss_weights, T, B, model.dtype, where)
+    eps = _checks.real(eps, "eps", where)
+    rtol = _checks.real(rtol, "rtol", where, strict=False)
+    problem = float64_problem(model, x, h0, where, y=y, loss_weights=loss_weights, targets=True)
+    T, B = problem.T, problem.B
     params, states = list(model.param_shapes), list(model.state_shapes)
     if not isinstance(of, str) or of not in ("x", *params, *states):
         raise ValueError(f"{where}: of must be 'x', a parameter {params} or an initial state {states}, got {of!r}")
-    if of == "x" and x.dtype.kind != "f":
+    if of == "x" and not problem.dense:
         raise ValueError(
             f"{where}: of='x' needs float inputs (T, B, {model.input_size}); token ids have no gradient "
             f"(use input_sensitivity for the input terms they select, or of=<an input weight>)"
@@ -177,19 +175,16 @@ def gradient_dependence(
             raise ValueError(f"{where}: step must be in [0, {T}) (0-based) for x with T = {T}, got {step}")
         step = int(step)
 
-    m = model.astype("float64")
-    x64 = x.astype(np.float64) if x.dtype.kind == "f" else x
-    y64 = y.astype(np.float64) if y.dtype.kind == "f" else y
-    weights = np.ones((T, B)) if w is None else w.astype(np.float64)
+    m, x64, y64, h = problem.model, problem.x, problem.y, problem.h0  # private float64 copies
+    weights = np.ones((T, B)) if problem.w is None else problem.w
     if step is not None:
         only = np.zeros(T)
         only[step] = 1.0
         weights = weights * only[:, None]  # Loss_t: J with every other step's weight set to 0
-    h = {name: s.astype(np.float64) for name, s in model._state_dict(states0).items()}  # private copies
 
     def gradient() -> np.ndarray:
         fwd = m.forward(x64, h)
-        d_logits = m.output.residual(fwd.outputs, y64) * (weights / B)[..., None]  # ∂Loss/∂z2_t
+        d_logits = m.output.d_logits(fwd.outputs, y64, weights)  # ∂J/∂z2_t
         G = m.backward(fwd, d_logits)[of]
         return G[step] if of == "x" and step is not None else G
 
@@ -221,16 +216,6 @@ def gradient_dependence(
         eps=eps,
         rtol=rtol,
     )
-
-
-def _real(value: object, name: str, where: str, positive: bool) -> float:
-    """A finite real number, > 0 when ``positive`` and ≥ 0 otherwise."""
-    kind = "a positive" if positive else "a non-negative"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise TypeError(f"{where}: {name} must be {kind} number, got {value!r}")
-    if value < 0 or (positive and value == 0):
-        raise ValueError(f"{where}: {name} must be {kind} number, got {value!r}")
-    return float(value)
 
 
 def _blocks(m: RNN, wrt: str, mask: np.ndarray) -> dict[str, bool]:

@@ -16,13 +16,13 @@ reads token ids, ``x_{t+1}`` is the id ``k`` itself.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _checks
 from .network import RNN
+from .stack import require_network
 
 __all__ = ["FEEDBACK_MODES", "Generation", "generate"]
 
@@ -88,17 +88,11 @@ def generate(
     Generation
     """
     where = "generate"
-    _checks.network(model, where)
+    require_network(model, where)
     steps = _checks.positive_int(steps, "steps", where)
     if feedback not in FEEDBACK_MODES:
         raise ValueError(f"{where}: feedback must be one of {list(FEEDBACK_MODES)}, got {feedback!r}")
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, numbers.Real)
-        or not np.isfinite(temperature)
-        or temperature <= 0
-    ):
-        raise ValueError(f"{where}: temperature must be a positive finite number, got {temperature!r}")
+    temperature = _checks.real(temperature, "temperature", where)
     D, O = model.input_size, model.output_size
     x = _checks.as_array(x1, "x1", where, model.dtype)
     if x.dtype.kind == "f" and x.ndim == 1:
@@ -128,14 +122,14 @@ def generate(
     rng = _checks.generator(seed, where)
 
     B = x.shape[0]
-    model._check_params(where)
-    state = model._state(h0, B, where)
+    model.check_params(where)
+    state = model.layer_states(h0, B, where)
     inputs = np.empty((steps, B) if tokens else (steps, B, D), x.dtype)
     outputs = np.empty((steps, B, O), model.dtype)
     choices = None if feedback == "probs" else np.empty((steps, B), np.intp)
     for t in range(steps):
         inputs[t] = x
-        logits, state = model._step(x, state)  # checked once above; every later x is built here
+        logits, state = model.run_step(x, state)  # checked once above; every later x is built here
         p = outputs[t] = model.output.f(logits)
         if feedback == "probs":
             x = p if E is None else p @ E
@@ -152,7 +146,7 @@ def generate(
         else:
             x = np.zeros((B, D), model.dtype)
             x[np.arange(B), k] = 1.0
-    return Generation(inputs=inputs, outputs=outputs, choices=choices, state=model._state_dict(state))
+    return Generation(inputs=inputs, outputs=outputs, choices=choices, state=model.name_states(state))
 
 
 def _draw(p: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:

@@ -25,13 +25,13 @@ float32 model is copied to float64 first).
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _checks
 from .network import RNN
+from .problem import float64_problem
 
 __all__ = ["GradcheckEntry", "GradcheckReport", "gradcheck"]
 
@@ -151,10 +151,9 @@ def gradcheck(
     GradcheckReport
     """
     where = "gradcheck"
-    _checks.network(model, where)
-    for name, value in (("eps", eps), ("rtol", rtol), ("atol", 1.0 if atol is None else atol)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
-            raise ValueError(f"{where}: {name} must be a positive finite number, got {value!r}")
+    problem = float64_problem(model, x, h0, where)
+    eps, rtol = _checks.real(eps, "eps", where), _checks.real(rtol, "rtol", where)
+    atol = None if atol is None else _checks.real(atol, "atol", where)
     if isinstance(wrt, str):
         wrt = (wrt,)
     if wrt is not None and len(wrt) == 0:
@@ -163,12 +162,9 @@ def gradcheck(
         _checks.positive_int(max_elements, "max_elements", where)
     rng = _checks.generator(seed, where)
 
-    m = model.astype("float64")
-    x64 = _to64(x)
+    # Private float64 copies of the network, the inputs and the state: the check perturbs them in place.
+    m, x64, state = problem.model, problem.x, problem.h0
     y64 = _to64(y)
-    x64 = _checks.sequence_input(x64, m.input_size, m.dtype, where)
-    # _state returns private C-ordered copies: the check perturbs them in place.
-    state = m._state_dict(m._state(_state64(h0), x64.shape[1], where))
     result = m.loss_and_grad(x64, y64, state, loss_weights=loss_weights)
     if atol is None:
         atol = 1e-4 * max(1.0, abs(result.loss))
@@ -237,13 +233,3 @@ def _to64(a: object) -> object:
     if isinstance(arr, np.ndarray) and arr.dtype.kind == "f":
         return np.array(arr, dtype=np.float64, order="C")  # a C-ordered copy: the check perturbs it in place
     return arr
-
-
-def _state64(h0: object) -> object:
-    if h0 is None:
-        return None
-    if isinstance(h0, dict):
-        return {k: _to64(v) for k, v in h0.items()}
-    if isinstance(h0, (tuple, list)):
-        return type(h0)(_to64(v) for v in h0)
-    return _to64(h0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["is_tokens", "project", "project_backward", "scatter_rows"]
+__all__ = ["input_grad", "input_term", "is_tokens", "project", "project_backward", "scatter_rows"]
 
 
 def is_tokens(x: np.ndarray) -> bool:
@@ -160,3 +160,17 @@ def project_backward(
     dV = dA2.T @ x.reshape(T * B, D)
     dx = (dA2 @ V).reshape(T, B, D) if need_dx else None
     return dV, dx
+
+
+def input_term(V: np.ndarray, x_t: np.ndarray) -> np.ndarray:
+    """``V x_t`` for one step, ``(B, G)``: a product for vectors ``(B, D)``, column ``x_t`` of ``V`` for ids ``(B,)``."""
+    return V.T[x_t] if is_tokens(x_t) else x_t @ V.T
+
+
+def input_grad(d: np.ndarray, x_t: np.ndarray, n: int) -> np.ndarray:
+    """One step's term of ``∂J/∂V``: ``dᵀ x_t`` ``(G, n)`` from ``d`` (B, G); for ids, ``dᵀ onehot(x_t)``."""
+    if not is_tokens(x_t):
+        return d.T @ x_t
+    onehot = np.zeros((x_t.shape[0], n), d.dtype)
+    onehot[np.arange(x_t.shape[0]), x_t] = 1.0
+    return d.T @ onehot

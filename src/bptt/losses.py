@@ -135,6 +135,20 @@ class Output:
     residual: Callable[[np.ndarray, np.ndarray], np.ndarray]
     class_targets: bool
 
+    def d_logits(self, p: np.ndarray, y: np.ndarray, w: np.ndarray | None, batch_size: int | None = None) -> np.ndarray:
+        """``∂J/∂z2_t = (p_t − y_t) w_tb / B`` for ``J = (1/B) Σ_b Σ_t w_tb Loss_tb``, shape ``(T, B, O)``.
+
+        ``w`` is ``(T, B)`` or ``None`` (all ones); ``B`` defaults to ``p.shape[1]`` (pass 1 for
+        the gradient of the unnormalised sum). The one place bptt writes this gradient.
+        """
+        B = p.shape[1] if batch_size is None else batch_size
+        d = self.residual(p, y)
+        if w is None:
+            d *= 1.0 / B
+        else:
+            d *= (w / B)[..., None]
+        return d
+
 
 OUTPUTS: dict[str, Output] = {
     "softmax": Output(

@@ -17,12 +17,14 @@ GRU            ``GRU(D, H, O)``                                                 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from . import _checks
 from .network import RNN, LayerSpec
 
-__all__ = ["GRU", "LSTM", "Elman"]
+__all__ = ["GRU", "LSTM", "MODELS", "Elman"]
 
 
 class Elman(RNN):
@@ -67,6 +69,8 @@ class Elman(RNN):
     dtype : str
         ``"float32"`` or ``"float64"``.
     seed : int, numpy.random.Generator or None
+    kernels : str
+        ``"fast"`` or ``"reference"`` (see :class:`~bptt.network.RNN`).
 
     Examples
     --------
@@ -76,6 +80,7 @@ class Elman(RNN):
     """
 
     _name = "Elman"
+    cell = "elman"
 
     def __init__(
         self,
@@ -92,6 +97,8 @@ class Elman(RNN):
         embedding_size: int | None = None,
         dtype: str | np.dtype = "float64",
         seed: int | np.random.Generator | None = None,
+        kernels: str = "fast",
+        _params: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         layers = _stack("elman", hidden_size, num_layers, self._name, activation)
         super().__init__(
@@ -105,14 +112,30 @@ class Elman(RNN):
             embedding_size=embedding_size,
             dtype=dtype,
             seed=seed,
+            kernels=kernels,
+            _params=_params,
+        )
+
+    @classmethod
+    def build(cls, input_size, layers, output_size, settings, *, seed=None, params=None, kernels="fast") -> RNN:
+        """The factory :meth:`RNN.from_config` calls for a stack of Elman layers of one size and activation."""
+        spec = layers[0]
+        return cls(
+            input_size,
+            spec.hidden_size,
+            output_size,
+            activation=spec.activation,
+            num_layers=len(layers),
+            seed=seed,
+            kernels=kernels,
+            _params=params,
+            **settings,
         )
 
 
 class _Gated(RNN):
     """A network of gated layers of one kind (LSTM or GRU); parameters as :class:`Elman`
-    without ``activation`` and ``notation``."""
-
-    _kind = ""
+    without ``activation`` (``notation`` names only the output layer's parameters)."""
 
     def __init__(
         self,
@@ -122,23 +145,43 @@ class _Gated(RNN):
         *,
         output: str = "softmax",
         bias: bool = True,
+        notation: str = "lecture",
         output_reads_input: bool = False,
         num_layers: int = 1,
         embedding_size: int | None = None,
         dtype: str | np.dtype = "float64",
         seed: int | np.random.Generator | None = None,
+        kernels: str = "fast",
+        _params: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        layers = _stack(self._kind, hidden_size, num_layers, self._name)
+        layers = _stack(self.cell, hidden_size, num_layers, self._name)
         super().__init__(
             input_size,
             layers,
             output_size,
             output=output,
             bias=bias,
+            notation=notation,
             output_reads_input=output_reads_input,
             embedding_size=embedding_size,
             dtype=dtype,
             seed=seed,
+            kernels=kernels,
+            _params=_params,
+        )
+
+    @classmethod
+    def build(cls, input_size, layers, output_size, settings, *, seed=None, params=None, kernels="fast") -> RNN:
+        """The factory :meth:`RNN.from_config` calls for a stack of this class's layers, all of one size."""
+        return cls(
+            input_size,
+            layers[0].hidden_size,
+            output_size,
+            num_layers=len(layers),
+            seed=seed,
+            kernels=kernels,
+            _params=params,
+            **settings,
         )
 
 
@@ -160,7 +203,7 @@ class LSTM(_Gated):
     """
 
     _name = "LSTM"
-    _kind = "lstm"
+    cell = "lstm"
 
 
 class GRU(_Gated):
@@ -182,10 +225,11 @@ class GRU(_Gated):
     """
 
     _name = "GRU"
-    _kind = "gru"
+    cell = "gru"
 
 
-NAMED: dict[str, type[RNN]] = {"elman": Elman, "lstm": LSTM, "gru": GRU}
+# The named network of each cell kind (RNN.from_config finds them through RNN's subclass registry).
+MODELS: dict[str, type[RNN]] = {"elman": Elman, "lstm": LSTM, "gru": GRU}
 
 
 def _stack(kind: str, hidden_size: int, num_layers: int, where: str, activation: str = "tanh") -> list[LayerSpec]:

@@ -15,12 +15,13 @@ layer's names carry ``_l0``, ``_l1``, … as PyTorch's ``weight_hh_l0`` do.
 Initial states are named ``h0`` (and ``c0`` for an LSTM), suffixed likewise.
 
 Nothing about a pass is stored on the network: :meth:`RNN.forward` returns a
-:class:`Forward` value holding everything :meth:`RNN.backward` needs.
+:class:`Forward` value holding everything :meth:`RNN.backward` needs. The engine
+underneath (layers, parameters, the passes on validated arguments) is
+:class:`bptt.stack.Stack`; this module adds argument checking, losses, targets and traces.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,64 +29,13 @@ from typing import Any
 import numpy as np
 
 from . import _checks
-from .activations import get_activation
-from .inputs import project, project_backward, step_terms
-from .layers import ELMAN_NOTATIONS, ElmanLayer, GRULayer, Layer, LSTMLayer
-from .losses import get_output
-from .readout import Readout
+from .inputs import step_terms
+from .stack import Forward, LayerSpec, Stack
 
 __all__ = ["RNN", "Forward", "LayerSpec", "LossAndGrad", "Trace"]
 
-LAYER_KINDS = ("elman", "lstm", "gru")
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One layer of a stack, for :class:`RNN`.
-
-    Parameters
-    ----------
-    kind : str
-        ``"elman"``, ``"lstm"`` or ``"gru"``.
-    hidden_size : int
-        Size H of the layer's hidden state.
-    activation : str
-        ``f_h`` of an Elman layer (``"tanh"``, ``"relu"``, ``"sigmoid"``, ``"identity"``);
-        LSTM and GRU layers have fixed gate activations.
-    """
-
-    kind: str
-    hidden_size: int
-    activation: str = "tanh"
-
-
-@dataclass(frozen=True)
-class Forward:
-    """Result of :meth:`RNN.forward`: every hidden state and output, and the backward cache.
-
-    Attributes
-    ----------
-    outputs : ndarray, (T, B, O)
-        ``ŷ_t = f_y(z2_t)`` for every step.
-    logits : ndarray, (T, B, O)
-        ``z2_t``, the output pre-activations.
-    hidden : tuple of ndarray, each (T, B, H_k)
-        Hidden states ``h_1 .. h_T`` of every layer, bottom first.
-    state : dict of ndarray, each (B, H_k)
-        Final state, keyed like the initial state (``"h0"``, ``"c0"``, …): pass
-        it as ``h0`` to continue the sequence.
-    x : ndarray
-        The validated input.
-    caches : tuple
-        One immutable cache per layer (``ElmanCache``, ``LSTMCache``, ``GRUCache``).
-    """
-
-    outputs: np.ndarray
-    logits: np.ndarray
-    hidden: tuple[np.ndarray, ...]
-    state: dict[str, np.ndarray]
-    x: np.ndarray
-    caches: tuple[Any, ...]
+# Settings of RNN.config() besides the layers and the sizes.
+_SETTINGS = {"output", "bias", "notation", "output_reads_input", "embedding_size", "dtype"}
 
 
 @dataclass(frozen=True)
@@ -139,11 +89,7 @@ class LossAndGrad:
     forward: Forward
 
 
-def _is_array(value: object) -> bool:
-    return isinstance(value, np.ndarray) and value.ndim >= 1
-
-
-class RNN:
+class RNN(Stack):
     """A stack of recurrent layers with an output layer, trained by exact BPTT.
 
     Parameters
@@ -173,125 +119,18 @@ class RNN:
         ``"float32"`` or ``"float64"``.
     seed : int, numpy.random.Generator or None
         Source of the initial weights (keyword-only randomness).
+    kernels : str
+        ``"fast"`` (default) or ``"reference"``: run each cell's reference step in a loop
+        (slow; for reading and for checking the fast kernels). Same results to rounding.
     """
 
     _name = "RNN"
+    _uniform: dict[str, type[RNN]] = {}  # cell kind → the named class of a uniform stack (bptt.models)
 
-    def __init__(
-        self,
-        input_size: int,
-        layers: Sequence[LayerSpec],
-        output_size: int,
-        *,
-        output: str = "softmax",
-        bias: bool = True,
-        notation: str = "lecture",
-        output_reads_input: bool = False,
-        embedding_size: int | None = None,
-        dtype: str | np.dtype = "float64",
-        seed: int | np.random.Generator | None = None,
-        _params: Mapping[str, np.ndarray] | None = None,
-    ) -> None:
-        where = self._name
-        self.input_size = _checks.positive_int(input_size, "input_size", where)
-        self.output_size = _checks.positive_int(output_size, "output_size", where)
-        self.dtype = _checks.float_dtype(dtype, where)
-        self.output = get_output(output, where)
-        if not isinstance(notation, str) or notation not in ELMAN_NOTATIONS:
-            raise ValueError(f"{where}: notation must be one of {sorted(ELMAN_NOTATIONS)}, got {notation!r}")
-        for flag, value in (("bias", bias), ("output_reads_input", output_reads_input)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{where}: {flag} must be True or False, got {value!r}")
-        self.notation = notation
-        self.bias = bool(bias)
-        self.embedding_size = (
-            None if embedding_size is None else _checks.positive_int(embedding_size, "embedding_size", where)
-        )
-        self.specs = tuple(self._check_specs(layers, where))
-        self.layers: tuple[Layer, ...] = tuple(self._build_layers())
-        self.readout = Readout(
-            hidden_size=self.specs[-1].hidden_size,
-            input_size=self.input_size,
-            output_size=self.output_size,
-            bias=self.bias,
-            reads_input=bool(output_reads_input),
-            notation=notation,
-        )
-        self._shapes = {"E": (self.embedding_size, self.input_size)} if self.embedding_size else {}
-        self._shapes.update({n: s for part in (*self.layers, self.readout) for n, s in part.param_shapes().items()})
-        self.params: dict[str, np.ndarray] = {}
-        if _params is not None:  # known weights (a checkpoint): check them before allocating anything
-            self.params = {k: np.asarray(v) for k, v in _params.items()}
-            self._check_params(where)
-            self.params = {k: self.params[k].copy() for k in self._shapes}
-            return
-        rng = _checks.generator(seed, where)
-        if self.embedding_size is not None:
-            # Like torch.nn.Embedding: N(0, 1) entries; E is oriented (out, in) like every weight.
-            self.params["E"] = rng.standard_normal((self.embedding_size, self.input_size)).astype(self.dtype)
-        for part in (*self.layers, self.readout):
-            self.params.update(part.init_params(rng, self.dtype))
-
-    # -- construction ------------------------------------------------------------
-    @staticmethod
-    def _check_specs(layers: object, where: str) -> list[LayerSpec]:
-        if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or len(layers) == 0:
-            raise ValueError(f"{where}: layers must be a non-empty sequence of LayerSpec, got {layers!r}")
-        specs = []
-        for k, spec in enumerate(layers):
-            if isinstance(spec, Mapping):
-                spec = LayerSpec(**spec)
-            if not isinstance(spec, LayerSpec):
-                raise TypeError(f"{where}: layers[{k}] must be a LayerSpec, got {spec!r}")
-            if spec.kind not in LAYER_KINDS:
-                raise ValueError(f"{where}: layers[{k}].kind must be one of {list(LAYER_KINDS)}, got {spec.kind!r}")
-            _checks.positive_int(spec.hidden_size, f"layers[{k}].hidden_size", where)
-            if spec.kind == "elman":
-                get_activation(spec.activation, f"{where}: layers[{k}]")
-            elif spec.activation != "tanh":
-                raise ValueError(
-                    f"{where}: layers[{k}].activation applies to elman layers only; "
-                    f"{spec.kind} gates have fixed activations, got {spec.activation!r}"
-                )
-            specs.append(spec)
-        return specs
-
-    def _build_layers(self) -> list[Layer]:
-        layers: list[Layer] = []
-        d = self.input_size if self.embedding_size is None else self.embedding_size
-        many = len(self.specs) > 1
-        for k, spec in enumerate(self.specs):
-            suffix = f"_l{k}" if many else ""
-            if spec.kind == "elman":
-                layer: Layer = ElmanLayer(
-                    d, spec.hidden_size, get_activation(spec.activation, self._name), self.bias, self.notation, suffix
-                )
-            elif spec.kind == "lstm":
-                layer = LSTMLayer(d, spec.hidden_size, self.bias, suffix)
-            else:
-                layer = GRULayer(d, spec.hidden_size, self.bias, suffix)
-            layers.append(layer)
-            d = spec.hidden_size
-        return layers
-
-    # -- description ---------------------------------------------------------------
-    @property
-    def num_layers(self) -> int:
-        return len(self.layers)
-
-    @property
-    def state_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Initial-state names mapped to ``(H_k,)`` (add the batch dimension in front)."""
-        return {name: (layer.hidden_size,) for layer in self.layers for name in layer.state_names}
-
-    @property
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Parameter names mapped to their shapes, in model order."""
-        return dict(self._shapes)
-
-    @property
-    def num_parameters(self) -> int:
-        return int(sum(np.prod(s) for s in self._shapes.values()))
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "cell" in cls.__dict__:
+            RNN._uniform[cls.cell] = cls
 
     def config(self) -> dict[str, Any]:
         """A JSON-able description from which :meth:`from_config` rebuilds the architecture."""
@@ -313,11 +152,15 @@ class RNN:
         config: Mapping[str, Any],
         seed: int | np.random.Generator | None = None,
         params: Mapping[str, np.ndarray] | None = None,
+        *,
+        kernels: str = "fast",
     ) -> RNN:
         """Rebuild a network from :meth:`config`, with fresh weights or with ``params``.
 
         ``params`` must have exactly the network's names, shapes and dtype; they are
-        copied, and no random weights are drawn.
+        copied, and no random weights are drawn. A stack of one cell kind comes back as
+        its named class (:class:`bptt.Elman`, :class:`bptt.LSTM`, :class:`bptt.GRU`),
+        built by that class's own ``from_config`` in :mod:`bptt.models`.
         """
         where = f"{cls.__name__}.from_config"
         if not isinstance(config, Mapping):
@@ -330,33 +173,13 @@ class RNN:
             raise ValueError(f"{where}: config is missing {exc}") from None
         except TypeError as exc:
             raise ValueError(f"{where}: config 'layers' must be a list of layer descriptions ({exc})") from None
-        try:
-            model = RNN(input_size, layers, output_size, seed=seed, _params=params, **cfg)
-        except TypeError as exc:
-            if "unexpected keyword" in str(exc):
-                raise ValueError(f"{where}: config has an unknown setting ({exc})") from None
-            raise
-        return model._named() if cls is RNN else model
-
-    def _named(self) -> RNN:
-        """This network as an Elman, LSTM or GRU when it is one (a uniform stack), else unchanged."""
-        from .models import NAMED  # models builds on this module
-
-        uniform = len({(s.kind, s.hidden_size, s.activation) for s in self.specs}) == 1
-        if uniform and type(self) is RNN:
-            self.__class__ = NAMED[self.specs[0].kind]  # subclasses add only their name
-        return self
-
-    def copy(self) -> RNN:
-        """A deep copy: same architecture, parameters copied (C-contiguous)."""
-        return self.astype(self.dtype)
-
-    def astype(self, dtype: str | np.dtype) -> RNN:
-        """A copy with parameters in ``dtype`` (``"float32"`` or ``"float64"``), C-contiguous."""
-        new = copy.copy(self)
-        new.dtype = _checks.float_dtype(dtype, f"{self._name}.astype")
-        new.params = {k: np.array(v, dtype=new.dtype, order="C") for k, v in self.params.items()}
-        return new
+        unknown = sorted(set(cfg) - _SETTINGS)
+        if unknown:
+            raise ValueError(f"{where}: config has an unknown setting {unknown}")
+        named = RNN._uniform.get(layers[0].kind) if layers else None
+        if cls is RNN and named is not None and len(set(layers)) == 1:
+            return named.build(input_size, layers, output_size, cfg, seed=seed, params=params, kernels=kernels)
+        return RNN(input_size, layers, output_size, seed=seed, kernels=kernels, _params=params, **cfg)
 
     def __repr__(self) -> str:
         layers = ", ".join(
@@ -370,72 +193,7 @@ class RNN:
             f"dtype='{self.dtype.name}', parameters={self.num_parameters})"
         )
 
-    # -- validation ------------------------------------------------------------------
-    def _check_params(self, where: str) -> None:
-        params = self.params
-        if params.keys() != self._shapes.keys():
-            missing = sorted(self._shapes.keys() - params.keys())
-            extra = sorted(params.keys() - self._shapes.keys())
-            raise ValueError(
-                f"{where}: params must have keys {list(self._shapes)}, missing {missing}, unexpected {extra}"
-            )
-        for name, shape in self._shapes.items():
-            p = params[name]
-            if not isinstance(p, np.ndarray) or p.shape != shape:
-                got = f"shape {p.shape}" if isinstance(p, np.ndarray) else type(p).__name__
-                raise ValueError(f"{where}: params[{name!r}] must be an array of shape {shape}, got {got}")
-            if p.dtype != self.dtype:
-                raise TypeError(f"{where}: params[{name!r}] must have dtype {self.dtype}, got {p.dtype}")
-            _checks.finite(p, f"params[{name!r}]", where)
-
-    def _state(self, h0: object, B: int, where: str) -> tuple[tuple[np.ndarray, ...], ...]:
-        """Initial state per layer from ``None``, an array, a tuple or a dict keyed by state name."""
-        names = [name for layer in self.layers for name in layer.state_names]
-        if h0 is None:
-            given: dict[str, object] = {}
-        elif isinstance(h0, Mapping):
-            unknown = sorted(set(h0) - set(names))
-            if unknown:
-                raise ValueError(f"{where}: h0 has unknown state names {unknown}; expected {names}")
-            given = dict(h0)
-        elif isinstance(h0, (tuple, list)) and (len(names) > 1 or (len(h0) == 1 and _is_array(h0[0]))):
-            # A sequence of state arrays, in state-name order (a nested list of numbers is one array).
-            if len(h0) != len(names):
-                raise ValueError(f"{where}: h0 as a sequence must have {len(names)} arrays {names}, got {len(h0)}")
-            given = dict(zip(names, h0, strict=True))
-        else:
-            if len(names) != 1:
-                raise ValueError(f"{where}: this network has state variables {names}; pass h0 as a dict keyed by them")
-            given = {names[0]: h0}
-        states = []
-        for layer in self.layers:
-            per_layer = []
-            for name in layer.state_names:
-                shape = (B, layer.hidden_size)
-                if name not in given or given[name] is None:
-                    per_layer.append(np.zeros(shape, self.dtype))
-                    continue
-                arr = _checks.as_array(given[name], name, where, self.dtype)
-                if arr.shape != shape:
-                    raise ValueError(f"{where}: {name} must have shape {shape}, got {arr.shape}")
-                # A private copy: caches must not change when the caller reuses its array.
-                per_layer.append(_checks.float_array(arr, name, self.dtype, where).copy())
-            states.append(tuple(per_layer))
-        return tuple(states)
-
-    def _state_dict(self, states) -> dict[str, np.ndarray]:
-        return {
-            name: s
-            for layer, st in zip(self.layers, states, strict=True)
-            for name, s in zip(layer.state_names, st, strict=True)
-        }
-
-    # -- passes ----------------------------------------------------------------------
-    def initial_state(self, batch_size: int) -> dict[str, np.ndarray]:
-        """Zero initial state for ``batch_size`` sequences, keyed by state name."""
-        B = _checks.positive_int(batch_size, "batch_size", f"{self._name}.initial_state")
-        return {name: np.zeros((B, size[0]), self.dtype) for name, size in self.state_shapes.items()}
-
+    # -- public passes ---------------------------------------------------------------------------
     def forward(self, x: object, h0: object = None) -> Forward:
         """Run the network over whole sequences (inference, or the first half of training).
 
@@ -451,35 +209,7 @@ class RNN:
             Outputs ``ŷ`` (T, B, O), logits, every layer's hidden states, the final
             state and the caches for :meth:`backward`.
         """
-        return self._forward(*self._prepare(x, h0, f"{self._name}.forward"))
-
-    def _prepare(self, x: object, h0: object, where: str):
-        """Validated ``(x, per-layer initial states)``; errors name ``where``, the caller's entry point."""
-        self._check_params(where)
-        x = _checks.sequence_input(x, self.input_size, self.dtype, where).copy()
-        x.flags.writeable = False  # the caches keep x: a private, read-only copy
-        return x, self._state(h0, x.shape[1], where)
-
-    def _forward(self, x: np.ndarray, states) -> Forward:
-        hidden, caches, finals = [], [], []
-        # The embedding e_t = E x_t is a linear map of the input (a column gather for token ids).
-        inp = x if self.embedding_size is None else project(x, self.params["E"])
-        for layer, state0 in zip(self.layers, states, strict=True):
-            H, state_T, cache = layer.forward(self.params, inp, state0)
-            hidden.append(H)
-            caches.append(cache)
-            finals.append(state_T)
-            inp = H
-        logits = self.readout.forward(self.params, inp, x)
-        outputs = self.output.f(logits)
-        return Forward(
-            outputs=outputs,
-            logits=logits,
-            hidden=tuple(hidden),
-            state=self._state_dict(finals),
-            x=x,
-            caches=tuple(caches),
-        )
+        return self.run(*self.prepare(x, h0, f"{self._name}.forward"))
 
     def backward(
         self,
@@ -504,11 +234,11 @@ class RNN:
             Gradients for every parameter, every initial state, and ``"x"`` for float inputs.
         """
         where = f"{self._name}.backward"
-        return self._backward(fwd, *self._backward_args(fwd, d_logits, d_state, where))
+        return self.backprop(fwd, *self._backward_args(fwd, d_logits, d_state, where)).grads
 
     def _backward_args(self, fwd: object, d_logits: object, d_state: object, where: str):
         """Checked ``(d_logits, per-layer final-state gradients or None)`` for :meth:`backward` and :meth:`trace`."""
-        self._check_params(where)
+        self.check_params(where)
         foreign = not isinstance(fwd, Forward) or len(fwd.caches) != self.num_layers
         if foreign or fwd.logits.shape[2] != self.output_size:
             raise TypeError(f"{where}: fwd must be the Forward that this network's forward() returned")
@@ -520,7 +250,7 @@ class RNN:
             return d_logits, None
         if not isinstance(d_state, Mapping):
             raise TypeError(f"{where}: d_state must be a dict keyed like fwd.state {list(fwd.state)}")
-        return d_logits, self._state(dict(d_state), fwd.logits.shape[1], f"{where}: d_state")
+        return d_logits, self.layer_states(dict(d_state), fwd.logits.shape[1], f"{where}: d_state")
 
     def trace(
         self,
@@ -539,70 +269,23 @@ class RNN:
         """
         where = f"{self._name}.trace"
         d_logits, d_final = self._backward_args(fwd, d_logits, d_state, where)
-        collected: dict = {}
         wanted = set(self._shapes) if params is None else {params} if isinstance(params, str) else set(params)
         unknown = sorted(wanted - set(self._shapes))
         if unknown:
             raise ValueError(f"{where}: params {unknown} are not parameters of this network {list(self._shapes)}")
-        grads = self._backward(fwd, d_logits, d_final, collected)
+        bp = self.backprop(fwd, d_logits, d_final, keep=True)
         terms = self.readout.param_terms(d_logits, fwd.hidden[-1], fwd.x, wanted)
         for k, layer in enumerate(self.layers):
             if wanted & set(layer.param_shapes()):
-                terms.update(layer.param_terms(self.params, fwd.caches[k], collected[k][1], wanted))
+                terms.update(layer.param_terms(self.params, fwd.caches[k], bp.layers[k].adjoints, wanted))
         if "E" in wanted and self.embedding_size is not None:
-            terms["E"] = step_terms(collected["d_embed"], fwd.x, self.input_size)  # de_t x_tᵀ per step
+            terms["E"] = step_terms(bp.d_first_input, fwd.x, self.input_size)  # de_t x_tᵀ per step
         return Trace(
-            grads=grads,
+            grads=bp.grads,
             terms={name: terms[name] for name in self._shapes if name in wanted},
-            dh_direct=tuple(collected[k][0] for k in range(self.num_layers)),
-            dh_total=tuple(collected[k][1].dh for k in range(self.num_layers)),
+            dh_direct=tuple(part.dh_direct for part in bp.layers),
+            dh_total=tuple(part.adjoints.dh for part in bp.layers),
         )
-
-    def _backward(
-        self, fwd: Forward, d_logits: np.ndarray, d_final: tuple | None = None, collect: dict | None = None
-    ) -> dict[str, np.ndarray]:
-        """:meth:`backward` on checked arguments; ``d_final`` holds per-layer state gradients (or ``None``).
-
-        ``collect``, when given, receives each layer's direct gradient and adjoints (for :meth:`trace`).
-        """
-        x = fwd.x
-        dense = x.dtype.kind == "f"
-        grads, dH, dx_skip = self.readout.backward(self.params, d_logits, fwd.hidden[-1], x, dense)
-        del d_logits  # freed here if nothing else holds it (loss_and_grad on CPython 3.11+; not a trace)
-        state_grads: dict[str, np.ndarray] = {}
-        dx = None
-        for k in range(self.num_layers - 1, -1, -1):
-            layer = self.layers[k]
-            need_dx = k > 0 or dense or self.embedding_size is not None
-            dT = None if d_final is None else d_final[k]
-            keep = collect is not None  # a trace keeps dH and every adjoint; training lets the layer reuse dH
-            layer_grads, dx, dstate0, adj = layer.backward(
-                self.params, fwd.caches[k], dH, dT, need_dx, overwrite_dH=not keep, keep=keep
-            )
-            if keep:
-                collect[k] = (dH, adj)
-            grads.update(layer_grads)
-            state_grads.update(zip(layer.state_names, dstate0, strict=True))
-            dH = dx
-        if collect is not None:
-            collect["d_embed"] = dx
-        if self.embedding_size is not None:
-            grads["E"], dx = project_backward(dx, x, self.params["E"], dense)  # ∂J/∂E = Σ_t de_t x_tᵀ
-        ordered = {name: grads[name] for name in self._shapes}
-        ordered.update({name: state_grads[name] for name in self.state_shapes})
-        if dense:
-            ordered["x"] = dx if dx_skip is None else dx + dx_skip
-        return ordered
-
-    def _d_logits(self, fwd: Forward, y: np.ndarray, w: np.ndarray | None) -> np.ndarray:
-        """``∂J/∂z2_t = (p_t - y_t) w_tb / B`` for every matched output/loss pair, ``(T, B, O)``."""
-        B = fwd.logits.shape[1]
-        dZ = self.output.residual(fwd.outputs, y)
-        if w is None:
-            dZ *= 1.0 / B
-        else:
-            dZ *= (w / B)[..., None]
-        return dZ
 
     def _loss_terms(self, fwd: Forward, y: object, loss_weights: object, where: str):
         T, B = fwd.logits.shape[:2]
@@ -619,7 +302,7 @@ class RNN:
         Arguments as in :meth:`loss_and_grad`.
         """
         where = f"{self._name}.loss"
-        fwd = self._forward(*self._prepare(x, h0, where))
+        fwd = self.run(*self.prepare(x, h0, where))
         return self._loss_terms(fwd, y, loss_weights, where)[0]
 
     def loss_and_grad(self, x: object, y: object, h0: object = None, *, loss_weights: object = None) -> LossAndGrad:
@@ -644,9 +327,9 @@ class RNN:
             ``"x"``), ``outputs`` and the final ``state``.
         """
         where = f"{self._name}.loss_and_grad"
-        fwd = self._forward(*self._prepare(x, h0, where))
+        fwd = self.run(*self.prepare(x, h0, where))
         J, y, w = self._loss_terms(fwd, y, loss_weights, where)
-        grads = self._backward(fwd, self._d_logits(fwd, y, w))  # no reference kept here: backward frees it
+        grads = self.backprop(fwd, self.output.d_logits(fwd.outputs, y, w)).grads  # backprop frees ∂J/∂z2
         return LossAndGrad(loss=J, grads=grads, outputs=fwd.outputs, state=fwd.state, forward=fwd)
 
     def state_at(self, fwd: Forward, t: int) -> dict[str, np.ndarray]:
@@ -677,17 +360,8 @@ class RNN:
         (p_t, state) : ndarray (B, O) and dict of ndarray (B, H_k)
         """
         where = f"{self._name}.step"
-        self._check_params(where)
+        self.check_params(where)
         x_t = _checks.step_input(x_t, self.input_size, self.dtype, where)
-        logits, states = self._step(x_t, self._state(state, x_t.shape[0], where))
-        return self.output.f(logits), self._state_dict(states)
+        logits, states = self.run_step(x_t, self.layer_states(state, x_t.shape[0], where))
+        return self.output.f(logits), self.name_states(states)
 
-    def _step(self, x_t: np.ndarray, states: tuple) -> tuple[np.ndarray, tuple]:
-        """Logits ``z2_t`` (B, O) and new per-layer states, on validated input (the generation hot path)."""
-        inp = x_t if self.embedding_size is None else project(x_t[None], self.params["E"])[0]
-        finals = []
-        for layer, st in zip(self.layers, states, strict=True):
-            st = layer.step(self.params, inp, st)
-            finals.append(st)
-            inp = st[0]
-        return self.readout.step(self.params, inp, x_t), tuple(finals)

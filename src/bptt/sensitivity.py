@@ -56,6 +56,7 @@ import numpy as np
 from . import _checks
 from .layers.base import freeze
 from .network import RNN
+from .problem import float64_problem
 
 __all__ = ["InputSensitivity", "input_sensitivity", "robust_z_scores"]
 
@@ -185,29 +186,20 @@ def input_sensitivity(
     InputSensitivity
     """
     where = "input_sensitivity"
-    _checks.network(model, where)
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not np.isfinite(threshold):
-        raise TypeError(f"{where}: threshold must be a positive number, got {threshold!r}")
-    if threshold <= 0:
-        raise ValueError(f"{where}: threshold must be a positive number, got {threshold!r}")
-    x, states0 = model._prepare(x, h0, where)  # validated in the model's dtype, errors named here
-    T, B = x.shape[:2]
-    y = _checks.targets(y, T, B, model.output_size, model.output.class_targets, model.dtype, model.output.name, where)
-    w = _checks.loss_weights(loss_weights, T, B, model.dtype, where)
-    batch_index = _checks.batch_index(batch_index, B, where)
-    b = int(batch_index)
+    threshold = _checks.real(threshold, "threshold", where)
+    problem = float64_problem(model, x, h0, where, y=y, loss_weights=loss_weights, targets=True)
+    T, B = problem.T, problem.B
+    b = int(_checks.batch_index(batch_index, B, where))
 
-    m = model.astype("float64")
-    dense = x.dtype.kind == "f"
+    m, dense = problem.model, problem.dense
     # The chosen sequence alone, in float64: x1 (T, D) or (T,), y1 (T,) or (T, O), w1 (T,).
-    x1 = x[:, b].astype(np.float64) if dense else x[:, b].copy()
-    y1 = y[:, b].astype(np.float64) if y.dtype.kind == "f" else y[:, b].copy()
-    w1 = np.ones(T) if w is None else w[:, b].astype(np.float64)
-    s1 = {name: s[b].astype(np.float64) for name, s in model._state_dict(states0).items()}  # each (H_k,)
+    x1, y1 = problem.x[:, b], problem.y[:, b]
+    w1 = np.ones(T) if problem.w is None else problem.w[:, b]
+    s1 = {name: s[b] for name, s in problem.h0.items()}  # each (H_k,)
 
     fwd1 = m.forward(x1[:, None], {name: s[None] for name, s in s1.items()})
     losses = m.output.loss(fwd1.logits, y1[:, None])[:, 0] * w1  # Loss_t, (T,)
-    dz2 = m.output.residual(fwd1.outputs, y1[:, None])[:, 0] * w1[:, None]  # ∂Loss_t/∂z2_t, (T, O)
+    dz2 = m.output.d_logits(fwd1.outputs, y1[:, None], w1[:, None], batch_size=1)[:, 0]  # ∂Loss_t/∂z2_t, (T, O)
     parts = _parts(m, dense)
     n = max(sl.stop for sl in parts.values())
 
@@ -222,14 +214,13 @@ def input_sensitivity(
         fwd = m.forward(x_rep, {name: np.repeat(s[None], R, axis=0) for name, s in s1.items()})
         d_logits = np.zeros_like(fwd.logits)  # (T, R, O)
         d_logits[ts, np.arange(R)] = dz2[ts]
-        # The engine's backward with its collect hook: Trace keeps neither the first layer's
-        # input-side adjoint d_in nor ∂J/∂e_t, which token inputs need.
-        collected: dict = {}
-        grads = m._backward(fwd, d_logits, None, collected)
+        # The engine's backward, kept: Trace keeps neither the first layer's input-side adjoint
+        # d_in nor ∂J/∂e_t, which token inputs need.
+        bp = m.backprop(fwd, d_logits, keep=True)
         if dense:
-            v = grads["x"]  # (T, R, D): ∂Loss_{ts[r]}/∂x_s, both paths (layer and output skip)
+            v = bp.grads["x"]  # (T, R, D): ∂Loss_{ts[r]}/∂x_s, both paths (layer and output skip)
         else:
-            first = collected["d_embed"] if m.embedding_size is not None else collected[0][1].d_in
+            first = bp.d_first_input if m.embedding_size is not None else bp.layers[0].adjoints.d_in
             v = first if "U_x x_t" not in parts else np.concatenate((first, d_logits), axis=-1)
         step_grads[ts] = v.transpose(1, 0, 2)  # (R, T, n)
 

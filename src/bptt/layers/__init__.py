@@ -1,6 +1,14 @@
-"""Recurrent layers: each maps a sequence of inputs to a sequence of hidden states."""
+"""Recurrent layers: each maps a sequence of inputs to a sequence of hidden states.
 
+One file per cell (``elman.py``, ``lstm.py``, ``gru.py``) holds the whole cell: its
+equations, the reference step (forward and backward) that defines it, and the fast
+kernels tested equal to it. :data:`CELLS` is the one table of cell kinds.
+"""
+
+from .base import KERNELS as KERNELS
 from .base import Layer as Layer
+from .base import StepGrads as StepGrads
+from .base import TokenKernel as TokenKernel
 from .elman import ELMAN_NOTATIONS as ELMAN_NOTATIONS
 from .elman import ElmanCache as ElmanCache
 from .elman import ElmanLayer as ElmanLayer
@@ -8,3 +16,5 @@ from .gru import GRUCache as GRUCache
 from .gru import GRULayer as GRULayer
 from .lstm import LSTMCache as LSTMCache
 from .lstm import LSTMLayer as LSTMLayer
+
+CELLS: dict[str, type[Layer]] = {"elman": ElmanLayer, "lstm": LSTMLayer, "gru": GRULayer}

@@ -5,6 +5,28 @@ owns no arrays: parameters come in as a dict, and ``forward`` returns the
 values ``backward`` needs as a frozen cache object, so nothing about a pass is
 stored on the layer or the model.
 
+Each cell (``elman.py``, ``lstm.py``, ``gru.py``) is defined once, by its
+*reference step*: ``step_forward`` (one step of the equations) and
+``step_backward`` (the chain rule through that step, one line per factor),
+plain NumPy with no buffers. Everything else is an optimisation of those two
+functions, tested equal to them (``tests/test_kernels.py``):
+
+==================  =========================================================
+kernel              what it optimises
+==================  =========================================================
+``fast_forward``    the time loop of ``step_forward``: input terms of every step
+                    in one product, gates in place in preallocated buffers
+``fast_adjoints``   the time loop of ``step_backward``: the local derivatives of
+                    every step at once; only ``d_rec_t W`` stays in the loop
+``backward``        the sums over time of ``step_backward``'s weight gradients,
+                    as one matrix product each over all ``T·B`` rows
+``token_kernel``    one token at batch size 1, for generation (:class:`TokenKernel`)
+==================  =========================================================
+
+A layer built with ``kernels="reference"`` runs the reference loops instead
+(:meth:`Layer.reference_forward`, :meth:`Layer.reference_backward`): slow, for
+reading and for checking a suspect fast path; same results to rounding.
+
 Shapes are time-major: inputs ``(T, B, D)`` (or token ids ``(T, B)``), hidden
 states ``(T, B, H)``, and each state variable of a layer (``h``, and ``c`` for
 the LSTM) is ``(B, H)``.
@@ -18,11 +40,23 @@ from typing import Any
 
 import numpy as np
 
-from ..inputs import is_tokens, project_backward, step_terms
+from ..inputs import input_grad, is_tokens, project_backward, step_terms
 
-__all__ = ["Adjoints", "Layer", "freeze", "previous_states", "state_buffer", "uniform"]
+__all__ = [
+    "KERNELS",
+    "Adjoints",
+    "Layer",
+    "StepGrads",
+    "TokenKernel",
+    "augmented",
+    "freeze",
+    "stacked_states",
+    "state_buffer",
+    "uniform",
+]
 
 State = tuple[np.ndarray, ...]
+KERNELS = ("fast", "reference")
 
 
 @dataclass(frozen=True)
@@ -37,7 +71,7 @@ class Adjoints:
     ======  ===========  ===================================================================
     d_in    (T, B, G·H)  ∂J/∂ of the input-side pre-activations ``V x_t + b`` (G gates)
     d_rec   (T, B, G·H)  ∂J/∂ of the recurrent-side pre-activations ``W h_{t-1}``; ``None`` when
-                         not kept (a layer whose two sides differ then derives it in ``_d_rec``)
+                         not kept (a layer whose two sides differ then derives it in ``d_rec_from``)
     dh      (T, B, H)    total ∂J/∂h_t: direct term plus everything through later steps;
                          ``None`` when not kept
     dstate0 tuple        ∂J/∂ of the initial state variables, each (B, H)
@@ -62,12 +96,100 @@ def uniform(rng: np.random.Generator, shape: tuple[int, ...], scale: float, dtyp
     return rng.uniform(-scale, scale, size=shape).astype(dtype)
 
 
+@dataclass(frozen=True)
+class StepGrads:
+    """What :meth:`Layer.step_backward` returns for one step ``t``.
+
+    ========  ==============  ==========================================================
+    field     shape           meaning
+    ========  ==============  ==========================================================
+    dstate    tuple, (B, H)   ∂J/∂state_{t-1} through this step (``dh_prev``, ``dc_prev``)
+    dweights  tuple           this step's term of each weight's gradient, in the order of
+                              :meth:`Layer.weights` (``None`` for a missing bias)
+    dx        (B, D) or None  ∂J/∂x_t (``None`` for token ids)
+    d_in      (B, G·H)        ∂J/∂ of the input-side pre-activations ``V x_t + b``
+    d_rec     (B, G·H)        ∂J/∂ of the recurrent-side pre-activations ``W h_{t-1}``
+    ========  ==============  ==========================================================
+    """
+
+    dstate: State
+    dweights: tuple[np.ndarray | None, ...]
+    dx: np.ndarray | None
+    d_in: np.ndarray
+    d_rec: np.ndarray
+
+
+def augmented(M: np.ndarray, column: np.ndarray | None, dtype) -> np.ndarray:
+    """``[M | column]ᵀ`` as a C-contiguous ``(in + 1, out)`` matrix (zeros when there is no column).
+
+    With a state carrying a trailing 1, ``h̃ = [h; 1]``, ``h̃ @ [M | c]ᵀ = M h + c``: a bias
+    folded into the product. Stored transposed: ``h̃ @ Mᵀ`` runs BLAS's transposed
+    matrix-vector kernel, up to 20% faster than ``M @ h̃`` for tall gate matrices.
+    """
+    out = np.zeros((M.shape[1] + 1, M.shape[0]), dtype)
+    out[:-1] = M.T
+    if column is not None:
+        out[-1] = column
+    return out
+
+
+class TokenKernel:
+    """One layer's weights prepared for generation at batch size 1; :meth:`run` advances ``h`` (``c``) in place.
+
+    At batch size 1 every NumPy call costs about the same microsecond, so a step is the
+    recurrent matrix-vector product and as few element-wise calls as the cell allows,
+    into buffers allocated once. ``scale`` halves the rows of σ gates in the input term
+    (``σ(a) = (1 + tanh(a/2)) / 2``: one tanh serves every gate); ``rec_scale`` does the
+    same for the recurrent term.
+
+    ======  ============  ===========================================================
+    symbol  shape         meaning
+    ======  ============  ===========================================================
+    RT      (H+1, G·H)    ``[W | c]ᵀ``: recurrent weight and recurrent-side bias, scaled
+    h1      (H+1,)        ``h̃ = [h; 1]``; ``h`` is a view of its first H entries
+    zh      (G·H,)        buffer for the recurrent term
+    ======  ============  ===========================================================
+    """
+
+    def __init__(self, V, W, in_bias, rec_bias, scale, rec_scale, dtype) -> None:
+        G, Hs = W.shape
+        self.RT = augmented(W * rec_scale[:, None], None if rec_bias is None else rec_bias * rec_scale, dtype)
+        self.V, self.in_bias, self.scale = V, in_bias, scale
+        self.h1 = np.zeros(Hs + 1, dtype)  # h̃ = [h; 1]
+        self.h1[-1] = 1.0
+        self.h = self.h1[:-1]
+        self.c: np.ndarray | None = None
+        self.zh = np.empty(G, dtype)
+
+    def input_table(self, E: np.ndarray | None) -> np.ndarray:
+        """``(N, G·H)``: the input term ``V x + b`` for each token id (σ rows halved), through ``E`` if given."""
+        VE = self.V if E is None else self.V @ E
+        table = np.ascontiguousarray(VE.T * self.scale)
+        if self.in_bias is not None:
+            table += self.in_bias * self.scale
+        return table
+
+    def input_matrix(self) -> np.ndarray:
+        """``[V | b]ᵀ`` (σ rows halved), applied to the layer below's ``h̃``."""
+        b = None if self.in_bias is None else self.in_bias * self.scale
+        return augmented(self.V * self.scale[:, None], b, self.V.dtype)
+
+    def run(self, zx: np.ndarray) -> None:
+        """One step on the input term ``zx`` (G·H,), as prepared by :meth:`input_table` or :meth:`input_matrix`."""
+        raise NotImplementedError
+
+
+def _add(total: np.ndarray | None, term: np.ndarray | None) -> np.ndarray | None:
+    return term if total is None else total + term
+
+
 class Layer(ABC):
     """A recurrent layer: ``state_t = cell(x_t, state_{t-1})``, output ``h_t``.
 
     Subclasses are frozen dataclasses with at least ``input_size``,
-    ``hidden_size``, ``bias`` and ``suffix`` (appended to every parameter and state name,
-    ``""`` for a single-layer network, ``"_l{k}"`` in a stack).
+    ``hidden_size``, ``bias``, ``suffix`` (appended to every parameter and state name,
+    ``""`` for a single-layer network, ``"_l{k}"`` in a stack) and ``kernels``
+    (``"fast"`` or ``"reference"``, which loops run).
     """
 
     input_size: int
@@ -75,7 +197,10 @@ class Layer(ABC):
     bias: bool
     suffix: str
     kind: str = "layer"
+    kernels: str = "fast"
+    same_sides: bool = True  # d_in = d_rec: every pre-activation sums its input and recurrent sides
 
+    # -- description ---------------------------------------------------------------------------
     @property
     @abstractmethod
     def state_names(self) -> tuple[str, ...]:
@@ -90,13 +215,120 @@ class Layer(ABC):
         """Fresh parameters drawn from ``rng``."""
 
     @abstractmethod
+    def weights(self, params: dict[str, np.ndarray]) -> tuple[np.ndarray | None, ...]:
+        """The cell's weights in lecture order, ``(V, W, b, …)`` (``None`` for a missing bias)."""
+
+    @abstractmethod
+    def named(self, grads: tuple[np.ndarray | None, ...]) -> dict[str, np.ndarray]:
+        """Gradients (or per-step terms) in the order of :meth:`weights`, keyed by parameter name."""
+
+    def bias_grads(self, in_total: np.ndarray | None, rec_total: np.ndarray | None) -> tuple[np.ndarray | None, ...]:
+        """The bias entries of :meth:`weights`' gradient from the sums of ``d_in`` and ``d_rec``."""
+        return (in_total,)
+
+    @property
+    def weight_names(self) -> tuple[str, str]:
+        """Names of the input weight and the recurrent weight (the same name when they are fused)."""
+        return "V" + self.suffix, "W" + self.suffix
+
+    def input_weight(self, params: dict[str, np.ndarray]) -> np.ndarray:
+        """``V`` of shape ``(G·H, D)``, the matrix applied to ``x_t`` (a view for fused notations)."""
+        return self.weights(params)[0]
+
+    @abstractmethod
+    def state_at(self, cache: Any, t: int) -> State:
+        """The state after step ``t`` (0-based) of the pass that produced ``cache``."""
+
+    # -- the reference step: the definition of the cell ----------------------------------------
+    @abstractmethod
+    def step_forward(self, w: tuple, x_t: np.ndarray, state: State) -> tuple[State, Any]:
+        """One step of the equations: ``(state_t, kept)`` from ``x_t`` (B, D) or ids (B,) and ``state_{t-1}``.
+
+        ``kept`` holds the step's intermediate values that :meth:`step_backward` reads.
+        """
+
+    @abstractmethod
+    def step_backward(self, w: tuple, x_t: np.ndarray, state_prev: State, kept: Any, dstate: State) -> StepGrads:
+        """The chain rule through one step, from ``dstate`` = total ∂J/∂state_t (``dh`` includes the direct term)."""
+
+    @abstractmethod
+    def step_values(self, cache: Any, t: int) -> tuple[State, Any]:
+        """``(state_{t-1}, kept)`` of step ``t`` read back from a cache."""
+
+    @abstractmethod
+    def cache_from_steps(self, x: np.ndarray, state0: State, states: list[State], kept: list[Any]) -> Any:
+        """The cache of a whole pass from the reference steps' states and kept values (the same type as
+        :meth:`fast_forward`'s, so every consumer of caches reads both)."""
+
+    def step(self, params: dict[str, np.ndarray], x_t: np.ndarray, state: State) -> State:
+        """One step: ``x_t`` of shape ``(B, D)`` (or ``(B,)`` token ids) → new state (the reference step)."""
+        return self.step_forward(self.weights(params), x_t, state)[0]
+
+    # -- whole sequences -----------------------------------------------------------------------
     def forward(self, params: dict[str, np.ndarray], x: np.ndarray, state0: State) -> tuple[np.ndarray, State, Any]:
         """Run the whole sequence.
 
         Returns ``(H, state_T, cache)`` with ``H`` of shape ``(T, B, hidden_size)``.
         """
+        if self.kernels == "reference":
+            return self.reference_forward(params, x, state0)
+        return self.fast_forward(params, x, state0)
+
+    def reference_forward(self, params, x: np.ndarray, state0: State) -> tuple[np.ndarray, State, Any]:
+        """:meth:`forward` by looping :meth:`step_forward` over the steps."""
+        w = self.weights(params)
+        state, states, kept = state0, [], []
+        for t in range(x.shape[0]):
+            state, values = self.step_forward(w, x[t], state)
+            states.append(state)
+            kept.append(values)
+        cache = self.cache_from_steps(x, state0, states, kept)
+        return cache.H, tuple(s.copy() for s in state), cache
+
+    def reference_backward(
+        self, params, cache: Any, dH: np.ndarray, dstate_T: State | None, need_dx: bool, keep: bool
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None, State, Adjoints | None]:
+        """:meth:`backward` by looping :meth:`step_backward` from the last step to the first.
+
+        Each weight's gradient is the sum of the steps' terms (min-char-rnn's ``dWhh += …``).
+        """
+        w = self.weights(params)
+        T = dH.shape[0]
+        if dstate_T is None:
+            carry = tuple(np.zeros_like(s) for s in self.step_values(cache, T - 1)[0])
+        else:
+            carry = dstate_T
+        totals: list[np.ndarray | None] = [None] * len(w)
+        dx, d_in, d_rec, dh_total = [], [], [], []
+        for t in range(T - 1, -1, -1):
+            state_prev, kept = self.step_values(cache, t)
+            dh = dH[t] + carry[0]  # total ∂J/∂h_t: its own consumers plus everything through step t + 1
+            g = self.step_backward(w, cache.x[t], state_prev, kept, (dh, *carry[1:]))
+            totals = [_add(total, term) for total, term in zip(totals, g.dweights, strict=True)]
+            carry = g.dstate  # into step t - 1
+            dx.append(g.dx)
+            d_in.append(g.d_in)
+            d_rec.append(g.d_rec)
+            dh_total.append(dh)
+        grads = self.named(tuple(totals))
+        dX = np.stack(dx[::-1]) if need_dx and not is_tokens(cache.x) else None
+        if not keep:
+            return grads, dX, carry, None
+        D_in = np.stack(d_in[::-1])
+        D_rec = D_in if self.same_sides else np.stack(d_rec[::-1])
+        adj = Adjoints(d_in=D_in, d_rec=D_rec, dh=np.stack(dh_total[::-1]), dstate0=carry)
+        return grads, dX, carry, adj
 
     @abstractmethod
+    def fast_forward(self, params, x: np.ndarray, state0: State) -> tuple[np.ndarray, State, Any]:
+        """:meth:`forward` optimised: the input terms of all steps in one product, buffers reused."""
+
+    @abstractmethod
+    def fast_adjoints(
+        self, params, cache: Any, dH: np.ndarray, dstate_T: State | None, *, overwrite_dH: bool, keep: bool
+    ) -> Adjoints:
+        """:meth:`adjoints` optimised: local derivatives for all steps at once, one product per step."""
+
     def adjoints(
         self,
         params: dict[str, np.ndarray],
@@ -115,20 +347,11 @@ class Layer(ABC):
         what :meth:`backward` needs: ``dh`` is not stored (one ``(T, B, H)`` array less)
         and ``d_rec`` may be ``None``.
         """
+        if self.kernels == "reference":
+            return self.reference_backward(params, cache, dH, dstate_T, False, True)[3]
+        return self.fast_adjoints(params, cache, dH, dstate_T, overwrite_dH=overwrite_dH, keep=keep)
 
-    @abstractmethod
-    def input_weight(self, params: dict[str, np.ndarray]) -> np.ndarray:
-        """``V`` of shape ``(G·H, D)``, the matrix applied to ``x_t`` (a view for fused notations)."""
-
-    @abstractmethod
-    def _pack(
-        self, dV: np.ndarray, dW: np.ndarray, in_total: np.ndarray | None, rec_total: np.ndarray | None
-    ) -> dict[str, np.ndarray]:
-        """Name the gradients: input weight ``dV``, recurrent weight ``dW``, and the biases from
-        ``in_total`` and ``rec_total``, the sums of ``d_in`` and ``d_rec`` over the batch (and steps;
-        ``None`` for a layer without bias)."""
-
-    def _d_rec(self, cache: Any, adj: Adjoints) -> np.ndarray:
+    def d_rec_from(self, cache: Any, adj: Adjoints) -> np.ndarray:
         """``d_rec`` when ``adj`` did not keep it; may reuse ``adj.d_in``'s memory (read ``d_in`` first)."""
         raise NotImplementedError(f"{type(self).__name__} always keeps d_rec")
 
@@ -148,19 +371,22 @@ class Layer(ABC):
         The sums over time are single matrix products over all ``T·B`` rows.
         ``adjoints`` is ``None`` unless ``keep`` (see :meth:`adjoints` for both flags).
         """
-        adj = self.adjoints(params, cache, dH, dstate_T, overwrite_dH=overwrite_dH, keep=keep)
+        if self.kernels == "reference":
+            return self.reference_backward(params, cache, dH, dstate_T, need_dx, keep)
+        adj = self.fast_adjoints(params, cache, dH, dstate_T, overwrite_dH=overwrite_dH, keep=keep)
         T, B, G = adj.d_in.shape
-        # Everything that reads d_in comes first: _d_rec may turn d_in into d_rec in place.
+        # Everything that reads d_in comes first: d_rec_from may turn d_in into d_rec in place.
         dV, dx = project_backward(adj.d_in, cache.x, self.input_weight(params), need_dx and not is_tokens(cache.x))
         in_total = adj.d_in.sum(axis=(0, 1)) if self.bias else None
         if adj.d_rec is adj.d_in:  # one pre-activation per gate (Elman, LSTM): the two sides agree
             d_rec, rec_total = adj.d_in, in_total
         else:
-            d_rec = self._d_rec(cache, adj) if adj.d_rec is None else adj.d_rec
+            d_rec = self.d_rec_from(cache, adj) if adj.d_rec is None else adj.d_rec
             rec_total = d_rec.sum(axis=(0, 1)) if self.bias else None
-        H_prev = previous_states(cache).reshape(T * B, self.hidden_size)
+        H_prev = cache.H_prev.reshape(T * B, self.hidden_size)
         dW = d_rec.reshape(T * B, G).T @ H_prev  # Σ_t d_rec_tᵀ h_{t-1}
-        return self._pack(dV, dW, in_total, rec_total), dx, adj.dstate0, adj if keep else None
+        grads = self.named((dV, dW, *self.bias_grads(in_total, rec_total)))
+        return grads, dx, adj.dstate0, adj if keep else None
 
     def param_terms(
         self, params: dict[str, np.ndarray], cache: Any, adj: Adjoints, wanted: set[str] | None = None
@@ -176,7 +402,7 @@ class Layer(ABC):
 
         T, _, G = adj.d_in.shape
         dW = (
-            step_terms(adj.d_rec, previous_states(cache), self.hidden_size)
+            step_terms(adj.d_rec, cache.H_prev, self.hidden_size)
             if need(rec_name)
             else np.broadcast_to(np.zeros((), adj.d_rec.dtype), (T, G, self.hidden_size))
         )
@@ -187,20 +413,12 @@ class Layer(ABC):
         )
         in_terms = adj.d_in.sum(axis=1) if self.bias else None
         rec_terms = in_terms if adj.d_rec is adj.d_in or not self.bias else adj.d_rec.sum(axis=1)
-        return self._pack(dV, dW, in_terms, rec_terms)
+        return self.named((dV, dW, *self.bias_grads(in_terms, rec_terms)))
 
-    @property
-    def weight_names(self) -> tuple[str, str]:
-        """Names of the input weight and the recurrent weight (the same name when they are fused)."""
-        return "V" + self.suffix, "W" + self.suffix
-
+    # -- generation ----------------------------------------------------------------------------
     @abstractmethod
-    def state_at(self, cache: Any, t: int) -> State:
-        """The state after step ``t`` (0-based) of the pass that produced ``cache``."""
-
-    @abstractmethod
-    def step(self, params: dict[str, np.ndarray], x_t: np.ndarray, state: State) -> State:
-        """One step: ``x_t`` of shape ``(B, D)`` (or ``(B,)`` token ids) → new state."""
+    def token_kernel(self, params: dict[str, np.ndarray], dtype: np.dtype) -> TokenKernel:
+        """This layer prepared for one token at a time at batch size 1 (see :class:`TokenKernel`)."""
 
 
 def state_buffer(h0: np.ndarray, T: int) -> np.ndarray:
@@ -214,12 +432,8 @@ def state_buffer(h0: np.ndarray, T: int) -> np.ndarray:
     return buf
 
 
-def previous_states(cache: Any) -> np.ndarray:
-    """``h_0 .. h_{T-1}``, the hidden state each step starts from, ``(T, B, H)``.
-
-    A view when the cache has ``H_prev`` (bptt's layers); built from ``h0`` and ``H`` otherwise.
-    """
-    H_prev = getattr(cache, "H_prev", None)
-    if H_prev is not None:
-        return H_prev
-    return np.concatenate((cache.h0[None], cache.H[:-1]), axis=0)
+def stacked_states(state0: np.ndarray, states: list[np.ndarray]) -> np.ndarray:
+    """``(T + 1, B, H)`` array of ``s_0 .. s_T`` (read-only), as :func:`state_buffer` after a loop."""
+    S = np.stack([state0, *states])
+    S.flags.writeable = False
+    return S

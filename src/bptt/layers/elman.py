@@ -19,17 +19,18 @@ W          W_ss        W_ssx[:, :H] (H, H)      state → state (the recurrence)
 b_h        b_s         b_s          (H,)        state bias (only if ``bias``)
 =========  ==========  ===========  ==========  ===============================
 
-BPTT (one line per chain-rule step in :meth:`ElmanLayer.adjoints`, the loop of ``backward``)::
+BPTT (one line per chain-rule step in :meth:`ElmanLayer.step_backward`, the reference)::
 
     dh_t  = ∂J/∂h_t (direct, from the layer above) + dh_next
     da_t  = dh_t ⊙ f_h'(a_t)
     dh_next = Wᵀ da_t                       (carried to step t - 1)
     ∂J/∂W = Σ_t da_t h_{t-1}ᵀ,  ∂J/∂V = Σ_t da_t x_tᵀ,  ∂J/∂b_h = Σ_t da_t
 
-The three sums over t are each one matrix product over all ``T·B`` rows after
-the backward loop; only ``Wᵀ da_t`` stays inside it. In training, ``da_t`` is written
-over the incoming ``∂J/∂h_t`` (the network gives that array up), so the backward pass
-holds one window-sized array besides the states.
+The fast kernels compute the same: in :meth:`ElmanLayer.fast_adjoints` the three sums
+over t are each one matrix product over all ``T·B`` rows after the backward loop; only
+``Wᵀ da_t`` stays inside it. In training, ``da_t`` is written over the incoming
+``∂J/∂h_t`` (the network gives that array up), so the backward pass holds one
+window-sized array besides the states.
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ from functools import cached_property
 import numpy as np
 
 from ..activations import Activation
-from ..inputs import is_tokens, project
-from .base import Adjoints, Layer, freeze, state_buffer, uniform
+from ..inputs import input_grad, input_term, is_tokens, project
+from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, stacked_states, state_buffer, uniform
 
-__all__ = ["ELMAN_NOTATIONS", "ElmanCache", "ElmanLayer"]
+__all__ = ["ELMAN_NOTATIONS", "ElmanCache", "ElmanLayer", "ElmanTokenKernel"]
 
 _WHOLE_WINDOW_DF = 1 << 16  # window sizes T·B·H up to which backward computes f_h' for all steps at once
 
@@ -87,6 +88,7 @@ class ElmanLayer(Layer):
     bias: bool = True
     notation: str = "lecture"
     suffix: str = ""
+    kernels: str = "fast"
     kind: str = "elman"
 
     # -- names -----------------------------------------------------------------
@@ -128,8 +130,53 @@ class ElmanLayer(Layer):
             return W_ssx[:, H:], W_ssx[:, :H], b
         return params[n_in], params[n_rec], b
 
-    # -- passes ----------------------------------------------------------------
-    def forward(self, params, x, state0):
+    def named(self, grads):
+        dV, dW, db = grads
+        n_in, n_rec, n_b = self.names
+        named = {n_in: np.concatenate((dW, dV), axis=-1)} if self.notation == "concat" else {n_in: dV, n_rec: dW}
+        if self.bias:
+            named[n_b] = db
+        return named
+
+    @property
+    def weight_names(self) -> tuple[str, str]:
+        return self.names[0], self.names[1]
+
+    def state_at(self, cache, t):
+        return (cache.H[t],)
+
+    # -- the reference step ------------------------------------------------------------------------
+    def step_forward(self, w, x_t, state):
+        V, W, b = w
+        (h_prev,) = state
+        a = input_term(V, x_t) + h_prev @ W.T  # a_t = V x_t + W h_{t-1}
+        if b is not None:
+            a = a + b  # ... + b_h
+        h = self.activation.f(a)  # h_t = f_h(a_t)
+        return (h,), h
+
+    def step_backward(self, w, x_t, state_prev, kept, dstate):
+        V, W, b = w
+        (h_prev,) = state_prev
+        h = kept  # h_t
+        (dh,) = dstate  # total ∂J/∂h_t
+        da = dh * self.activation.df(h)  # through h_t = f_h(a_t); f_h' is read from h_t
+        dh_prev = da @ W  # into h_{t-1}: a_t = … + W h_{t-1}
+        dx = None if is_tokens(x_t) else da @ V  # into x_t: a_t = V x_t + …
+        dV = input_grad(da, x_t, self.input_size)  # this step's da_t x_tᵀ
+        dW = da.T @ h_prev  # this step's da_t h_{t-1}ᵀ
+        db = da.sum(axis=0) if b is not None else None  # this step's da_t, summed over the batch
+        return StepGrads(dstate=(dh_prev,), dweights=(dV, dW, db), dx=dx, d_in=da, d_rec=da)
+
+    def step_values(self, cache, t):
+        return (cache.H_prev[t],), cache.H[t]
+
+    def cache_from_steps(self, x, state0, states, kept):
+        S = stacked_states(state0[0], [h for (h,) in states])
+        return ElmanCache(x=x, h0=S[0], H=S[1:], H_prev=S[:-1])
+
+    # -- fast kernels --------------------------------------------------------------------------------
+    def fast_forward(self, params, x, state0):
         V, W, b = self.weights(params)
         (h0,) = state0
         f = self.activation.f
@@ -147,14 +194,7 @@ class ElmanLayer(Layer):
         freeze(S, cache.h0, H, cache.H_prev)  # the buffer too: no view of it can be made writeable again
         return H, (h.copy(),), cache
 
-    def input_weight(self, params):
-        return self.weights(params)[0]
-
-    @property
-    def weight_names(self) -> tuple[str, str]:
-        return self.names[0], self.names[1]
-
-    def adjoints(self, params, cache: ElmanCache, dH, dstate_T, *, overwrite_dH=False, keep=True) -> Adjoints:
+    def fast_adjoints(self, params, cache: ElmanCache, dH, dstate_T, *, overwrite_dH=False, keep=True) -> Adjoints:
         W = self.weights(params)[1]
         H = cache.H
         T, B, Hs = H.shape
@@ -173,21 +213,20 @@ class ElmanLayer(Layer):
             np.dot(dA[t], W, out=dh_next)  # into h_{t-1}
         return Adjoints(d_in=dA, d_rec=dA, dh=DH, dstate0=(dh_next,))
 
-    def _pack(self, dV, dW, in_total, rec_total):
-        n_in, n_rec, n_b = self.names
-        grads = {n_in: np.concatenate((dW, dV), axis=-1)} if self.notation == "concat" else {n_in: dV, n_rec: dW}
-        if self.bias:
-            grads[n_b] = in_total
-        return grads
+    def token_kernel(self, params, dtype):
+        return ElmanTokenKernel(self, params, dtype)
 
-    def state_at(self, cache, t):
-        return (cache.H[t],)
 
-    def step(self, params, x_t, state):
-        V, W, b = self.weights(params)
-        (h,) = state
-        a = V.T[x_t] if is_tokens(x_t) else x_t @ V.T
-        a += h @ W.T
-        if b is not None:
-            a += b
-        return (self.activation.f(a, out=a),)
+class ElmanTokenKernel(TokenKernel):
+    """``h_t = f_h(V x_t + W h_{t-1} + b_h)`` at batch size 1; the input term arrives as ``zx``."""
+
+    def __init__(self, layer: ElmanLayer, params, dtype) -> None:
+        V, W, b = layer.weights(params)
+        one = np.ones(W.shape[0], dtype)
+        super().__init__(V, W, b, None, one, one, dtype)
+        self.f = layer.activation.f
+
+    def run(self, zx):
+        a = np.dot(self.h1, self.RT, out=self.zh)  # W h_{t-1}
+        a += zx
+        self.f(a, out=self.h)

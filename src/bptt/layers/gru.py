@@ -19,6 +19,17 @@ b_hn    (H,)       bias of ``W h`` inside the reset product (only if ``bias``)
 h0      (B, H)     initial state
 ======  =========  ==============================================
 
+BPTT through one step (:meth:`GRULayer.step_backward`, the reference), from the total ``dh_t``,
+with ``a_n = zx_t[n] + r ⊙ hn`` and ``hn = W_n h_{t-1} + b_hn``::
+
+    dn = dh ⊙ (1 − u),  du = dh ⊙ (h_{t-1} − n)    h_t = (1 − u) ⊙ n + u ⊙ h_{t-1}
+    da_n = dn ⊙ (1 − n²)                           n = tanh(a_n)
+    dr = da_n ⊙ hn,  dhn = da_n ⊙ r                a_n = zx_n + r ⊙ hn
+    d_in  = [dr ⊙ r(1−r), du ⊙ u(1−u), da_n]       ∂J/∂(V x_t + b), through σ
+    d_rec = [dr ⊙ r(1−r), du ⊙ u(1−u), dhn]        ∂J/∂(W h_{t-1}): n's block sits inside r ⊙ (…)
+    dh_{t-1} = dh ⊙ u + Wᵀ d_rec,  ∂J/∂V += d_in x_tᵀ,  ∂J/∂W += d_rec h_{t-1}ᵀ,
+    ∂J/∂b += d_in,  ∂J/∂b_hn += dhn
+
 To load PyTorch weights: ``V = weight_ih_l0``, ``W = weight_hh_l0``,
 ``b = bias_ih_l0 + [bias_hh_l0[:2H]; 0]``, ``b_hn = bias_hh_l0[2H:]``.
 """
@@ -26,14 +37,15 @@ To load PyTorch weights: ``V = weight_ih_l0``, ``W = weight_hh_l0``,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from ..activations import sigmoid
-from ..inputs import is_tokens, project
-from .base import Adjoints, Layer, freeze, state_buffer, uniform
+from ..inputs import input_grad, input_term, is_tokens, project
+from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, stacked_states, state_buffer, uniform
 
-__all__ = ["GRUCache", "GRULayer"]
+__all__ = ["GRUCache", "GRULayer", "GRUStep", "GRUTokenKernel"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,15 @@ class GRUCache:
     H_prev: np.ndarray
 
 
+class GRUStep(NamedTuple):
+    """One step's values that :meth:`GRULayer.step_backward` reads, each (B, H)."""
+
+    r: np.ndarray
+    u: np.ndarray
+    n: np.ndarray
+    hn: np.ndarray
+
+
 @dataclass(frozen=True)
 class GRULayer(Layer):
     """GRU layer; see the module docstring for equations and shapes."""
@@ -70,7 +91,9 @@ class GRULayer(Layer):
     hidden_size: int
     bias: bool = True
     suffix: str = ""
+    kernels: str = "fast"
     kind: str = "gru"
+    same_sides = False  # n's recurrent side sits inside r ⊙ (W_n h + b_hn)
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -91,30 +114,84 @@ class GRULayer(Layer):
             for name, shape in self.param_shapes().items()
         }
 
-    def _weights(self, params):
+    def weights(self, params):
+        """``(V, W, b, b_hn)``."""
         s = self.suffix
         if self.bias:
             return params["V" + s], params["W" + s], params["b" + s], params["b_hn" + s]
         return params["V" + s], params["W" + s], None, None
 
-    def _cell(self, zx, h, W, b_hn, hn_out):
-        """One step on the input part ``zx`` (B, 3H), updated in place into ``[r, u, n]``."""
-        Hs = self.hidden_size
-        zh = h @ W.T  # (B, 3H)
-        zx[:, : 2 * Hs] += zh[:, : 2 * Hs]
-        sigmoid(zx[:, : 2 * Hs], out=zx[:, : 2 * Hs])
-        r, u, n = zx[:, :Hs], zx[:, Hs : 2 * Hs], zx[:, 2 * Hs :]
-        hn = zh[:, 2 * Hs :]
-        if b_hn is not None:
-            hn += b_hn
-        if hn_out is not None:
-            hn_out[...] = hn
-        n += r * hn
-        np.tanh(n, out=n)
-        return (1.0 - u) * n + u * h
+    def named(self, grads):
+        dV, dW, db, db_hn = grads
+        s = self.suffix
+        named = {"V" + s: dV, "W" + s: dW}
+        if self.bias:
+            named["b" + s] = db
+            named["b_hn" + s] = db_hn
+        return named
 
-    def forward(self, params, x, state0):
-        V, W, b, b_hn = self._weights(params)
+    def bias_grads(self, in_total, rec_total):
+        if rec_total is None:
+            return in_total, None
+        return in_total, rec_total[..., 2 * self.hidden_size :]  # b_hn sits inside r ⊙ (W_n h + b_hn)
+
+    def state_at(self, cache, t):
+        return (cache.H[t],)
+
+    # -- the reference step ------------------------------------------------------------------------
+    def step_forward(self, w, x_t, state):
+        V, W, b, b_hn = w
+        (h_prev,) = state
+        zx = input_term(V, x_t)  # V x_t
+        if b is not None:
+            zx = zx + b  # ... + b
+        zh = h_prev @ W.T  # W h_{t-1}
+        zx_r, zx_u, zx_n = np.split(zx, 3, axis=1)
+        zh_r, zh_u, zh_n = np.split(zh, 3, axis=1)
+        r = sigmoid(zx_r + zh_r)  # reset gate
+        u = sigmoid(zx_u + zh_u)  # update gate
+        hn = zh_n if b_hn is None else zh_n + b_hn  # W_n h_{t-1} + b_hn
+        n = np.tanh(zx_n + r * hn)  # candidate
+        h = (1.0 - u) * n + u * h_prev  # h_t
+        return (h,), GRUStep(r, u, n, hn)
+
+    def step_backward(self, w, x_t, state_prev, kept, dstate):
+        V, W, b, b_hn = w
+        (h_prev,) = state_prev
+        r, u, n, hn = kept
+        (dh,) = dstate  # total ∂J/∂h_t
+        dn = dh * (1.0 - u)  # h_t = (1 − u) ⊙ n + u ⊙ h_{t-1}
+        du = dh * (h_prev - n)
+        da_n = dn * (1.0 - n**2)  # n = tanh(a_n)
+        dr = da_n * hn  # a_n = zx_n + r ⊙ hn
+        dhn = da_n * r
+        da_r = dr * r * (1.0 - r)  # through σ
+        da_u = du * u * (1.0 - u)
+        d_in = np.concatenate((da_r, da_u, da_n), axis=1)  # ∂J/∂(V x_t + b), (B, 3H)
+        d_rec = np.concatenate((da_r, da_u, dhn), axis=1)  # ∂J/∂(W h_{t-1}), (B, 3H)
+        dh_prev = dh * u + d_rec @ W  # into h_{t-1}: directly and through W
+        dx = None if is_tokens(x_t) else d_in @ V  # into x_t
+        dV = input_grad(d_in, x_t, self.input_size)  # this step's d_in x_tᵀ
+        dW = d_rec.T @ h_prev  # this step's d_rec h_{t-1}ᵀ
+        db = d_in.sum(axis=0) if b is not None else None
+        db_hn = dhn.sum(axis=0) if b_hn is not None else None
+        return StepGrads(dstate=(dh_prev,), dweights=(dV, dW, db, db_hn), dx=dx, d_in=d_in, d_rec=d_rec)
+
+    def step_values(self, cache, t):
+        Hs = self.hidden_size
+        G = cache.G[t]
+        return (cache.H_prev[t],), GRUStep(G[:, :Hs], G[:, Hs : 2 * Hs], G[:, 2 * Hs :], cache.Hn[t])
+
+    def cache_from_steps(self, x, state0, states, kept):
+        S = stacked_states(state0[0], [h for (h,) in states])
+        G = np.stack([np.concatenate((k.r, k.u, k.n), axis=1) for k in kept])
+        Hn = np.stack([k.hn for k in kept])
+        freeze(G, Hn)
+        return GRUCache(x=x, h0=S[0], G=G, Hn=Hn, H=S[1:], H_prev=S[:-1])
+
+    # -- fast kernels --------------------------------------------------------------------------------
+    def fast_forward(self, params, x, state0):
+        V, W, b, b_hn = self.weights(params)
         Hs = self.hidden_size
         # σ(z) = (1 + tanh(z/2)) / 2 (as bptt.activations.sigmoid): halve the r and u pre-activations,
         # in the input projection and a scaled copy of W (exact: a power of two).
@@ -154,10 +231,7 @@ class GRULayer(Layer):
         freeze(G, Hn, S, H, cache.h0, cache.H_prev)  # the buffer too: no view can be made writeable again
         return H, (h.copy(),), cache
 
-    def input_weight(self, params):
-        return params["V" + self.suffix]
-
-    def adjoints(self, params, cache: GRUCache, dH, dstate_T, *, overwrite_dH=False, keep=True) -> Adjoints:
+    def fast_adjoints(self, params, cache: GRUCache, dH, dstate_T, *, overwrite_dH=False, keep=True) -> Adjoints:
         W = params["W" + self.suffix]
         Hs = self.hidden_size
         G, Hn = cache.G, cache.Hn
@@ -202,27 +276,46 @@ class GRULayer(Layer):
         d_rec = None if D_rec is None else D_rec.reshape(T, B, 3 * Hs)
         return Adjoints(d_in=Mx.reshape(T, B, 3 * Hs), d_rec=d_rec, dh=DH if keep else None, dstate0=(dh_next,))
 
-    def _d_rec(self, cache, adj):
+    def d_rec_from(self, cache, adj):
         T, B, _ = adj.d_in.shape
         d = adj.d_in.reshape(T, B, 3, self.hidden_size)
         d[:, :, 2] *= cache.G.reshape(T, B, 3, self.hidden_size)[:, :, 0]  # in place: d_in_n ⊙ r
         return adj.d_in
 
-    def _pack(self, dV, dW, in_total, rec_total):
-        s = self.suffix
-        grads = {"V" + s: dV, "W" + s: dW}
-        if self.bias:
-            grads["b" + s] = in_total
-            grads["b_hn" + s] = rec_total[..., 2 * self.hidden_size :]  # inside r ⊙ (W_n h + b_hn)
-        return grads
+    def token_kernel(self, params, dtype):
+        return GRUTokenKernel(self, params, dtype)
 
-    def state_at(self, cache, t):
-        return (cache.H[t],)
 
-    def step(self, params, x_t, state):
-        V, W, b, b_hn = self._weights(params)
-        (h,) = state
-        zx = V.T[x_t] if is_tokens(x_t) else x_t @ V.T
-        if b is not None:
-            zx += b
-        return (self._cell(zx, h, W, b_hn, None),)
+class GRUTokenKernel(TokenKernel):
+    """``r, u = σ(…)``, ``n_t = tanh(V_n x_t + b_n + r ⊙ (W_n h_{t-1} + b_hn))``, ``h_t = n_t + u ⊙ (h_{t-1} − n_t)``.
+
+    Every recurrent row is halved, n's too: ``(2r) ⊙ ½(W_n h + b_hn) = r ⊙ (W_n h + b_hn)``.
+    """
+
+    def __init__(self, layer: GRULayer, params, dtype) -> None:
+        V, W, b, b_hn = layer.weights(params)
+        H = layer.hidden_size
+        scale = np.full(3 * H, 0.5, dtype)
+        scale[2 * H :] = 1.0
+        rec_bias = None if b_hn is None else np.concatenate([np.zeros(2 * H, dtype), b_hn])
+        super().__init__(V, W, b, rec_bias, scale, np.full(3 * H, 0.5, dtype), dtype)
+        self.ru = np.empty(2 * H, dtype)
+        self.r, self.u = self.ru[:H], self.ru[H:]
+        self.n = np.empty(H, dtype)
+        self.d = np.empty(H, dtype)
+        self.zh_ru, self.zh_n = self.zh[: 2 * H], self.zh[2 * H :]
+        self.H = H
+
+    def run(self, zx):
+        np.dot(self.h1, self.RT, out=self.zh)  # ½ (W h_{t-1} + [0; 0; b_hn])
+        H = self.H
+        ru = np.add(self.zh_ru, zx[: 2 * H], out=self.ru)
+        np.tanh(ru, out=ru)
+        ru += 1.0  # [2r; 2u]
+        n = np.multiply(self.r, self.zh_n, out=self.n)  # r ⊙ (W_n h + b_hn)
+        n += zx[2 * H :]
+        np.tanh(n, out=n)  # n_t
+        d = np.subtract(self.h, n, out=self.d)
+        d *= self.u
+        d *= 0.5  # u ⊙ (h_{t-1} − n_t)
+        np.add(n, d, out=self.h)  # h_t = (1 − u) n_t + u h_{t-1}

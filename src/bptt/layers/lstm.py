@@ -16,6 +16,16 @@ b       (4H,)      gate bias (only if ``bias``); f block starts at 1
 h0, c0  (B, H)     initial hidden and cell state
 ======  =========  ==============================================
 
+BPTT through one step (:meth:`LSTMLayer.step_backward`, the reference), from the total
+``dh_t`` and the ``dc_t`` carried back from step t + 1::
+
+    do = dh ⊙ tanh(c_t)                            h_t = o ⊙ tanh(c_t)
+    dc = dc_t + dh ⊙ o ⊙ (1 − tanh²(c_t))          ... and through tanh(c_t)
+    di = dc ⊙ g,  dg = dc ⊙ i                      c_t = f ⊙ c_{t-1} + i ⊙ g
+    df = dc ⊙ c_{t-1},  dc_{t-1} = dc ⊙ f
+    dz = [di ⊙ i(1−i), df ⊙ f(1−f), dg ⊙ (1−g²), do ⊙ o(1−o)]      through σ and tanh
+    dh_{t-1} = Wᵀ dz,  ∂J/∂V += dz x_tᵀ,  ∂J/∂W += dz h_{t-1}ᵀ,  ∂J/∂b += dz
+
 To load PyTorch weights: ``V = weight_ih_l0``, ``W = weight_hh_l0``,
 ``b = bias_ih_l0 + bias_hh_l0`` (PyTorch keeps two redundant biases).
 """
@@ -23,14 +33,15 @@ To load PyTorch weights: ``V = weight_ih_l0``, ``W = weight_hh_l0``,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from ..activations import sigmoid
-from ..inputs import is_tokens, project
-from .base import Adjoints, Layer, freeze, state_buffer, uniform
+from ..inputs import input_grad, input_term, is_tokens, project
+from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, stacked_states, state_buffer, uniform
 
-__all__ = ["LSTMCache", "LSTMLayer"]
+__all__ = ["LSTMCache", "LSTMLayer", "LSTMStep", "LSTMTokenKernel"]
 
 
 @dataclass(frozen=True)
@@ -65,11 +76,14 @@ class LSTMCache:
     C_prev: np.ndarray
 
 
-def _gates(z: np.ndarray, Hs: int) -> None:
-    """Apply the gate nonlinearities to ``z = [i, f, g, o]`` (B, 4H) in place."""
-    sigmoid(z[:, : 2 * Hs], out=z[:, : 2 * Hs])
-    np.tanh(z[:, 2 * Hs : 3 * Hs], out=z[:, 2 * Hs : 3 * Hs])
-    sigmoid(z[:, 3 * Hs :], out=z[:, 3 * Hs :])
+class LSTMStep(NamedTuple):
+    """One step's values that :meth:`LSTMLayer.step_backward` reads, each (B, H)."""
+
+    i: np.ndarray
+    f: np.ndarray
+    g: np.ndarray
+    o: np.ndarray
+    tanh_c: np.ndarray
 
 
 def _times_dsigmoid(s: np.ndarray, other: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -88,6 +102,7 @@ class LSTMLayer(Layer):
     hidden_size: int
     bias: bool = True
     suffix: str = ""
+    kernels: str = "fast"
     kind: str = "lstm"
 
     @property
@@ -114,12 +129,79 @@ class LSTMLayer(Layer):
             params["b" + s] = b
         return params
 
-    def _weights(self, params):
+    def weights(self, params):
+        """``(V, W, b)``."""
         s = self.suffix
         return params["V" + s], params["W" + s], params["b" + s] if self.bias else None
 
-    def forward(self, params, x, state0):
-        V, W, b = self._weights(params)
+    def named(self, grads):
+        dV, dW, db = grads
+        s = self.suffix
+        named = {"V" + s: dV, "W" + s: dW}
+        if self.bias:
+            named["b" + s] = db
+        return named
+
+    def state_at(self, cache, t):
+        return (cache.H[t], cache.C[t])
+
+    # -- the reference step ------------------------------------------------------------------------
+    def step_forward(self, w, x_t, state):
+        V, W, b = w
+        h_prev, c_prev = state
+        z = input_term(V, x_t) + h_prev @ W.T  # z_t = V x_t + W h_{t-1}
+        if b is not None:
+            z = z + b  # ... + b
+        z_i, z_f, z_g, z_o = np.split(z, 4, axis=1)
+        i = sigmoid(z_i)  # input gate
+        f = sigmoid(z_f)  # forget gate
+        g = np.tanh(z_g)  # candidate
+        o = sigmoid(z_o)  # output gate
+        c = f * c_prev + i * g  # c_t = f ⊙ c_{t-1} + i ⊙ g
+        tanh_c = np.tanh(c)
+        h = o * tanh_c  # h_t = o ⊙ tanh(c_t)
+        return (h, c), LSTMStep(i, f, g, o, tanh_c)
+
+    def step_backward(self, w, x_t, state_prev, kept, dstate):
+        V, W, b = w
+        h_prev, c_prev = state_prev
+        i, f, g, o, tanh_c = kept
+        dh, dc_next = dstate  # total ∂J/∂h_t; ∂J/∂c_t through step t + 1
+        do = dh * tanh_c  # h_t = o ⊙ tanh(c_t)
+        dc = dc_next + dh * o * (1.0 - tanh_c**2)  # ... and through tanh(c_t)
+        di = dc * g  # c_t = f ⊙ c_{t-1} + i ⊙ g
+        dg = dc * i
+        df = dc * c_prev
+        dc_prev = dc * f  # into c_{t-1}
+        dz_i = di * i * (1.0 - i)  # through σ: σ' = σ(1 − σ)
+        dz_f = df * f * (1.0 - f)
+        dz_g = dg * (1.0 - g**2)  # through tanh: tanh' = 1 − tanh²
+        dz_o = do * o * (1.0 - o)
+        dz = np.concatenate((dz_i, dz_f, dz_g, dz_o), axis=1)  # ∂J/∂z_t, (B, 4H)
+        dh_prev = dz @ W  # into h_{t-1}: z_t = … + W h_{t-1}
+        dx = None if is_tokens(x_t) else dz @ V  # into x_t: z_t = V x_t + …
+        dV = input_grad(dz, x_t, self.input_size)  # this step's dz x_tᵀ
+        dW = dz.T @ h_prev  # this step's dz h_{t-1}ᵀ
+        db = dz.sum(axis=0) if b is not None else None  # this step's dz, summed over the batch
+        return StepGrads(dstate=(dh_prev, dc_prev), dweights=(dV, dW, db), dx=dx, d_in=dz, d_rec=dz)
+
+    def step_values(self, cache, t):
+        Hs = self.hidden_size
+        G = cache.G[t]
+        kept = LSTMStep(G[:, :Hs], G[:, Hs : 2 * Hs], G[:, 2 * Hs : 3 * Hs], G[:, 3 * Hs :], cache.tanhC[t])
+        return (cache.H_prev[t], cache.C_prev[t]), kept
+
+    def cache_from_steps(self, x, state0, states, kept):
+        S = stacked_states(state0[0], [h for h, _ in states])
+        Cs = stacked_states(state0[1], [c for _, c in states])
+        G = np.stack([np.concatenate((k.i, k.f, k.g, k.o), axis=1) for k in kept])
+        tanhC = np.stack([k.tanh_c for k in kept])
+        freeze(G, tanhC)
+        return LSTMCache(x=x, h0=S[0], c0=Cs[0], G=G, C=Cs[1:], tanhC=tanhC, H=S[1:], H_prev=S[:-1], C_prev=Cs[:-1])
+
+    # -- fast kernels --------------------------------------------------------------------------------
+    def fast_forward(self, params, x, state0):
+        V, W, b = self.weights(params)
         h, c = state0
         Hs = self.hidden_size
         # σ(z) = (1 + tanh(z/2)) / 2: halve the sigmoid gates' pre-activations (in the input projection
@@ -154,10 +236,7 @@ class LSTMLayer(Layer):
         freeze(G, tanhC, S, Cs, cache.h0, cache.c0, C, H, cache.H_prev, cache.C_prev)  # buffers too
         return H, (h.copy(), c.copy()), cache
 
-    def input_weight(self, params):
-        return params["V" + self.suffix]
-
-    def adjoints(self, params, cache: LSTMCache, dH, dstate_T, *, overwrite_dH=False, keep=True) -> Adjoints:
+    def fast_adjoints(self, params, cache: LSTMCache, dH, dstate_T, *, overwrite_dH=False, keep=True) -> Adjoints:
         W = params["W" + self.suffix]
         Hs = self.hidden_size
         G, tanhC = cache.G, cache.tanhC
@@ -198,25 +277,33 @@ class LSTMLayer(Layer):
         dZ = M.reshape(T, B, 4 * Hs)
         return Adjoints(d_in=dZ, d_rec=dZ, dh=DH if keep else None, dstate0=(dh_next, dc_next))
 
-    def _pack(self, dV, dW, in_total, rec_total):
-        s = self.suffix
-        grads = {"V" + s: dV, "W" + s: dW}
-        if self.bias:
-            grads["b" + s] = in_total
-        return grads
+    def token_kernel(self, params, dtype):
+        return LSTMTokenKernel(self, params, dtype)
 
-    def state_at(self, cache, t):
-        return (cache.H[t], cache.C[t])
 
-    def step(self, params, x_t, state):
-        V, W, b = self._weights(params)
-        h, c = state
-        Hs = self.hidden_size
-        z = V.T[x_t] if is_tokens(x_t) else x_t @ V.T
-        z += h @ W.T
-        if b is not None:
-            z += b
-        _gates(z, Hs)
-        i, f, g, o = z[:, :Hs], z[:, Hs : 2 * Hs], z[:, 2 * Hs : 3 * Hs], z[:, 3 * Hs :]
-        c = f * c + i * g
-        return (o * np.tanh(c), c)
+class LSTMTokenKernel(TokenKernel):
+    """``[i, f, g, o] = [σ, σ, tanh, σ](V x_t + W h_{t-1} + b)``, ``c_t = f c_{t-1} + i g``, ``h_t = o tanh c_t``."""
+
+    def __init__(self, layer: LSTMLayer, params, dtype) -> None:
+        V, W, b = layer.weights(params)
+        H = layer.hidden_size
+        scale = np.full(4 * H, 0.5, dtype)
+        scale[2 * H : 3 * H] = 1.0  # g is a tanh gate
+        super().__init__(V, W, b, None, scale, scale, dtype)
+        self.shift = np.where(scale == 0.5, 0.5, 0.0).astype(dtype)  # gate = scale·tanh + shift
+        self.c = np.zeros(H, dtype)
+        self.tmp = np.empty(H, dtype)
+        z = self.zh
+        self.i, self.f, self.g, self.o = z[:H], z[H : 2 * H], z[2 * H : 3 * H], z[3 * H :]
+
+    def run(self, zx):
+        z = np.dot(self.h1, self.RT, out=self.zh)  # W h_{t-1}
+        z += zx
+        np.tanh(z, out=z)
+        z *= self.scale
+        z += self.shift  # [i, f, g, o]
+        c, tmp = self.c, self.tmp
+        c *= self.f  # c_t = f ⊙ c_{t-1} + i ⊙ g
+        c += np.multiply(self.i, self.g, out=tmp)
+        np.tanh(c, out=tmp)
+        np.multiply(self.o, tmp, out=self.h)  # h_t = o ⊙ tanh(c_t)

@@ -1,0 +1,440 @@
+"""The engine of a recurrent network: a stack of recurrent layers and an output layer.
+
+:class:`Stack` builds the layers and holds the parameters; it runs validated inputs
+forward (:meth:`Stack.run`, :meth:`Stack.run_step`) and backward
+(:meth:`Stack.backprop`). These public functions are the seam every other part of bptt
+uses (the diagnostics, generation, gradcheck, the :class:`~bptt.stepper.Stepper`,
+training); :class:`bptt.RNN` adds the user-facing API on top: argument checking,
+losses and targets, traces, configs.
+
+Equations for a stack of L layers (layer k's hidden states are layer k+1's inputs)::
+
+    e_t     = E x_t                                   (optional embedding)
+    h^(1)_t = cell_1(e_t,        h^(1)_{t-1})
+    h^(k)_t = cell_k(h^(k-1)_t,  h^(k)_{t-1})          k = 2 .. L
+    z2_t    = U h^(L)_t [+ U_x x_t] + b_y,   ŷ_t = f_y(z2_t)
+
+Arrays are time-major: ``x`` is ``(T, B, D)`` floats or ``(T, B)`` token ids.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from . import _checks
+from .activations import get_activation
+from .inputs import project, project_backward
+from .layers import CELLS, ELMAN_NOTATIONS, KERNELS, ElmanLayer, Layer
+from .layers.base import Adjoints
+from .losses import get_output
+from .readout import Readout
+
+__all__ = ["Backprop", "Forward", "LayerBackprop", "LayerSpec", "Stack", "require_network"]
+
+States = tuple[tuple[np.ndarray, ...], ...]  # per layer, its state variables, each (B, H_k)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of a stack, for :class:`RNN`.
+
+    Parameters
+    ----------
+    kind : str
+        ``"elman"``, ``"lstm"`` or ``"gru"``.
+    hidden_size : int
+        Size H of the layer's hidden state.
+    activation : str
+        ``f_h`` of an Elman layer (``"tanh"``, ``"relu"``, ``"sigmoid"``, ``"identity"``);
+        LSTM and GRU layers have fixed gate activations.
+    """
+
+    kind: str
+    hidden_size: int
+    activation: str = "tanh"
+
+
+@dataclass(frozen=True)
+class Forward:
+    """Result of :meth:`Stack.run`: every hidden state and output, and the backward cache.
+
+    Attributes
+    ----------
+    outputs : ndarray, (T, B, O)
+        ``ŷ_t = f_y(z2_t)`` for every step.
+    logits : ndarray, (T, B, O)
+        ``z2_t``, the output pre-activations.
+    hidden : tuple of ndarray, each (T, B, H_k)
+        Hidden states ``h_1 .. h_T`` of every layer, bottom first.
+    state : dict of ndarray, each (B, H_k)
+        Final state, keyed like the initial state (``"h0"``, ``"c0"``, …): pass
+        it as ``h0`` to continue the sequence.
+    x : ndarray
+        The validated input.
+    caches : tuple
+        One immutable cache per layer (``ElmanCache``, ``LSTMCache``, ``GRUCache``).
+    """
+
+    outputs: np.ndarray
+    logits: np.ndarray
+    hidden: tuple[np.ndarray, ...]
+    state: dict[str, np.ndarray]
+    x: np.ndarray
+    caches: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class LayerBackprop:
+    """One layer's part of a kept backward pass (:meth:`Stack.backprop` with ``keep=True``).
+
+    Attributes
+    ----------
+    dh_direct : ndarray, (T, B, H)
+        ∂J/∂h_t through step t's own consumers (the output layer or the layer above).
+    adjoints : Adjoints
+        The layer's per-step gradients (``d_in``, ``d_rec``, total ``dh``, ``dstate0``).
+    """
+
+    dh_direct: np.ndarray
+    adjoints: Adjoints
+
+
+@dataclass(frozen=True)
+class Backprop:
+    """Result of :meth:`Stack.backprop`.
+
+    Attributes
+    ----------
+    grads : dict of ndarray
+        Every parameter, every initial state, and ``"x"`` for float inputs.
+    layers : tuple of LayerBackprop
+        Bottom first; empty unless the pass was kept.
+    d_first_input : ndarray, (T, B, D₁) or None
+        ∂J/∂ of the first layer's input (``e_t`` with an embedding, else ``x_t`` through the
+        layers only), when kept; ``None`` for token ids without an embedding.
+    """
+
+    grads: dict[str, np.ndarray]
+    layers: tuple[LayerBackprop, ...] = ()
+    d_first_input: np.ndarray | None = None
+
+
+def _is_array(value: object) -> bool:
+    return isinstance(value, np.ndarray) and value.ndim >= 1
+
+
+def require_network(model: object, where: str) -> None:
+    """Refuse anything but a bptt network (Elman, LSTM, GRU or RNN), naming ``where``."""
+    if not isinstance(model, Stack):
+        raise TypeError(f"{where}: model must be a bptt network (Elman, LSTM, GRU or RNN), got {type(model).__name__}")
+
+
+class Stack:
+    """Recurrent layers and an output layer with their parameters; see the module docstring.
+
+    Parameters as :class:`bptt.RNN` (which is the class to use).
+    """
+
+    _name = "Stack"
+
+    def __init__(
+        self,
+        input_size: int,
+        layers: Sequence[LayerSpec],
+        output_size: int,
+        *,
+        output: str = "softmax",
+        bias: bool = True,
+        notation: str = "lecture",
+        output_reads_input: bool = False,
+        embedding_size: int | None = None,
+        dtype: str | np.dtype = "float64",
+        seed: int | np.random.Generator | None = None,
+        kernels: str = "fast",
+        _params: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        where = self._name
+        where = self._name
+        self.input_size = _checks.positive_int(input_size, "input_size", where)
+        self.output_size = _checks.positive_int(output_size, "output_size", where)
+        self.dtype = _checks.float_dtype(dtype, where)
+        self.output = get_output(output, where)
+        if not isinstance(notation, str) or notation not in ELMAN_NOTATIONS:
+            raise ValueError(f"{where}: notation must be one of {sorted(ELMAN_NOTATIONS)}, got {notation!r}")
+        for flag, value in (("bias", bias), ("output_reads_input", output_reads_input)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{where}: {flag} must be True or False, got {value!r}")
+        self.notation = notation
+        self.bias = bool(bias)
+        self.embedding_size = (
+            None if embedding_size is None else _checks.positive_int(embedding_size, "embedding_size", where)
+        )
+        if not isinstance(kernels, str) or kernels not in KERNELS:
+            raise ValueError(f"{where}: kernels must be one of {list(KERNELS)}, got {kernels!r}")
+        self.kernels = kernels
+        self.specs = tuple(self._check_specs(layers, where))
+        self.layers: tuple[Layer, ...] = tuple(self._build_layers())
+        self.readout = Readout(
+            hidden_size=self.specs[-1].hidden_size,
+            input_size=self.input_size,
+            output_size=self.output_size,
+            bias=self.bias,
+            reads_input=bool(output_reads_input),
+            notation=notation,
+        )
+        self._shapes = {"E": (self.embedding_size, self.input_size)} if self.embedding_size else {}
+        self._shapes.update({n: s for part in (*self.layers, self.readout) for n, s in part.param_shapes().items()})
+        self.params: dict[str, np.ndarray] = {}
+        if _params is not None:  # known weights (a checkpoint): check them before allocating anything
+            self.params = {k: np.asarray(v) for k, v in _params.items()}
+            self.check_params(where)
+            self.params = {k: self.params[k].copy() for k in self._shapes}
+            return
+        rng = _checks.generator(seed, where)
+        if self.embedding_size is not None:
+            # Like torch.nn.Embedding: N(0, 1) entries; E is oriented (out, in) like every weight.
+            self.params["E"] = rng.standard_normal((self.embedding_size, self.input_size)).astype(self.dtype)
+        for part in (*self.layers, self.readout):
+            self.params.update(part.init_params(rng, self.dtype))
+
+    # -- construction ------------------------------------------------------------
+    @staticmethod
+    def _check_specs(layers: object, where: str) -> list[LayerSpec]:
+        if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or len(layers) == 0:
+            raise ValueError(f"{where}: layers must be a non-empty sequence of LayerSpec, got {layers!r}")
+        specs = []
+        for k, spec in enumerate(layers):
+            if isinstance(spec, Mapping):
+                spec = LayerSpec(**spec)
+            if not isinstance(spec, LayerSpec):
+                raise TypeError(f"{where}: layers[{k}] must be a LayerSpec, got {spec!r}")
+            if spec.kind not in CELLS:
+                raise ValueError(f"{where}: layers[{k}].kind must be one of {list(CELLS)}, got {spec.kind!r}")
+            _checks.positive_int(spec.hidden_size, f"layers[{k}].hidden_size", where)
+            if spec.kind == "elman":
+                get_activation(spec.activation, f"{where}: layers[{k}]")
+            elif spec.activation != "tanh":
+                raise ValueError(
+                    f"{where}: layers[{k}].activation applies to elman layers only; "
+                    f"{spec.kind} gates have fixed activations, got {spec.activation!r}"
+                )
+            specs.append(spec)
+        return specs
+
+    def _build_layers(self) -> list[Layer]:
+        layers: list[Layer] = []
+        d = self.input_size if self.embedding_size is None else self.embedding_size
+        many = len(self.specs) > 1
+        for k, spec in enumerate(self.specs):
+            suffix = f"_l{k}" if many else ""
+            common = dict(bias=self.bias, suffix=suffix, kernels=self.kernels)
+            if spec.kind == "elman":
+                activation = get_activation(spec.activation, self._name)
+                layer: Layer = ElmanLayer(d, spec.hidden_size, activation, notation=self.notation, **common)
+            else:
+                layer = CELLS[spec.kind](d, spec.hidden_size, **common)
+            layers.append(layer)
+            d = spec.hidden_size
+        return layers
+
+    # -- description ---------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Initial-state names mapped to ``(H_k,)`` (add the batch dimension in front)."""
+        return {name: (layer.hidden_size,) for layer in self.layers for name in layer.state_names}
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Parameter names mapped to their shapes, in model order."""
+        return dict(self._shapes)
+
+    @property
+    def num_parameters(self) -> int:
+        return int(sum(np.prod(s) for s in self._shapes.values()))
+
+    def copy(self) -> Stack:
+        """A deep copy: same architecture, parameters copied (C-contiguous)."""
+        return self.astype(self.dtype)
+
+    def astype(self, dtype: str | np.dtype) -> Stack:
+        """A copy with parameters in ``dtype`` (``"float32"`` or ``"float64"``), C-contiguous."""
+        new = copy.copy(self)
+        new.dtype = _checks.float_dtype(dtype, f"{self._name}.astype")
+        new.params = {k: np.array(v, dtype=new.dtype, order="C") for k, v in self.params.items()}
+        return new
+
+    def with_kernels(self, kernels: str) -> Stack:
+        """A copy that runs ``kernels``: ``"fast"`` (the optimised loops) or ``"reference"``
+        (each cell's reference step, looped: slow, for reading and for checking a suspect fast path)."""
+        where = f"{self._name}.with_kernels"
+        if not isinstance(kernels, str) or kernels not in KERNELS:
+            raise ValueError(f"{where}: kernels must be one of {list(KERNELS)}, got {kernels!r}")
+        new = self.copy()
+        new.kernels = kernels
+        new.layers = tuple(replace(layer, kernels=kernels) for layer in self.layers)
+        return new
+
+    # -- validation ------------------------------------------------------------------
+    def check_params(self, where: str) -> None:
+        """Raise a clear error (naming ``where``) unless ``params`` has exactly the network's names,
+        shapes and dtype, all finite."""
+        params = self.params
+        if params.keys() != self._shapes.keys():
+            missing = sorted(self._shapes.keys() - params.keys())
+            extra = sorted(params.keys() - self._shapes.keys())
+            raise ValueError(
+                f"{where}: params must have keys {list(self._shapes)}, missing {missing}, unexpected {extra}"
+            )
+        for name, shape in self._shapes.items():
+            p = params[name]
+            if not isinstance(p, np.ndarray) or p.shape != shape:
+                got = f"shape {p.shape}" if isinstance(p, np.ndarray) else type(p).__name__
+                raise ValueError(f"{where}: params[{name!r}] must be an array of shape {shape}, got {got}")
+            if p.dtype != self.dtype:
+                raise TypeError(f"{where}: params[{name!r}] must have dtype {self.dtype}, got {p.dtype}")
+            _checks.finite(p, f"params[{name!r}]", where)
+
+    def layer_states(self, h0: object, B: int, where: str) -> States:
+        """Validated private copies of an initial state, per layer, for batch size ``B``.
+
+        ``h0`` is ``None`` (zeros), an array (one state variable), a tuple in state-name order,
+        or a dict keyed by state name (missing names are zeros). Errors name ``where``.
+        """
+        names = [name for layer in self.layers for name in layer.state_names]
+        if h0 is None:
+            given: dict[str, object] = {}
+        elif isinstance(h0, Mapping):
+            unknown = sorted(set(h0) - set(names))
+            if unknown:
+                raise ValueError(f"{where}: h0 has unknown state names {unknown}; expected {names}")
+            given = dict(h0)
+        elif isinstance(h0, (tuple, list)) and (len(names) > 1 or (len(h0) == 1 and _is_array(h0[0]))):
+            # A sequence of state arrays, in state-name order (a nested list of numbers is one array).
+            if len(h0) != len(names):
+                raise ValueError(f"{where}: h0 as a sequence must have {len(names)} arrays {names}, got {len(h0)}")
+            given = dict(zip(names, h0, strict=True))
+        else:
+            if len(names) != 1:
+                raise ValueError(f"{where}: this network has state variables {names}; pass h0 as a dict keyed by them")
+            given = {names[0]: h0}
+        states = []
+        for layer in self.layers:
+            per_layer = []
+            for name in layer.state_names:
+                shape = (B, layer.hidden_size)
+                if name not in given or given[name] is None:
+                    per_layer.append(np.zeros(shape, self.dtype))
+                    continue
+                arr = _checks.as_array(given[name], name, where, self.dtype)
+                if arr.shape != shape:
+                    raise ValueError(f"{where}: {name} must have shape {shape}, got {arr.shape}")
+                # A private copy: caches must not change when the caller reuses its array.
+                per_layer.append(_checks.float_array(arr, name, self.dtype, where).copy())
+            states.append(tuple(per_layer))
+        return tuple(states)
+
+    def name_states(self, states: States) -> dict[str, np.ndarray]:
+        """Per-layer states (as :meth:`layer_states` returns) keyed by state name (``"h0"``, ``"c0_l1"``, …)."""
+        return {
+            name: s
+            for layer, st in zip(self.layers, states, strict=True)
+            for name, s in zip(layer.state_names, st, strict=True)
+        }
+
+    # -- the seam: passes on validated arguments -----------------------------------------------
+    def initial_state(self, batch_size: int) -> dict[str, np.ndarray]:
+        """Zero initial state for ``batch_size`` sequences, keyed by state name."""
+        B = _checks.positive_int(batch_size, "batch_size", f"{self._name}.initial_state")
+        return {name: np.zeros((B, size[0]), self.dtype) for name, size in self.state_shapes.items()}
+
+    def prepare(self, x: object, h0: object, where: str) -> tuple[np.ndarray, States]:
+        """Validated ``(x, per-layer initial states)`` for :meth:`run`; errors name ``where``.
+
+        Checks the parameters too. ``x`` comes back as a private read-only copy in the
+        network's dtype (token ids stay integers), the states as private copies.
+        """
+        self.check_params(where)
+        x = _checks.sequence_input(x, self.input_size, self.dtype, where).copy()
+        x.flags.writeable = False  # the caches keep x: a private, read-only copy
+        return x, self.layer_states(h0, x.shape[1], where)
+
+    def run(self, x: np.ndarray, states: States) -> Forward:
+        """The forward pass on arguments from :meth:`prepare`."""
+        hidden, caches, finals = [], [], []
+        # The embedding e_t = E x_t is a linear map of the input (a column gather for token ids).
+        inp = x if self.embedding_size is None else project(x, self.params["E"])
+        for layer, state0 in zip(self.layers, states, strict=True):
+            H, state_T, cache = layer.forward(self.params, inp, state0)
+            hidden.append(H)
+            caches.append(cache)
+            finals.append(state_T)
+            inp = H
+        logits = self.readout.forward(self.params, inp, x)
+        outputs = self.output.f(logits)
+        return Forward(
+            outputs=outputs,
+            logits=logits,
+            hidden=tuple(hidden),
+            state=self.name_states(finals),
+            x=x,
+            caches=tuple(caches),
+        )
+
+    def run_step(self, x_t: np.ndarray, states: States) -> tuple[np.ndarray, States]:
+        """Logits ``z2_t`` (B, O) and the new per-layer states after one step, on validated
+        ``x_t`` ((B, D) or ids (B,)) and states (the generation hot path)."""
+        inp = x_t if self.embedding_size is None else project(x_t[None], self.params["E"])[0]
+        finals = []
+        for layer, st in zip(self.layers, states, strict=True):
+            st = layer.step(self.params, inp, st)
+            finals.append(st)
+            inp = st[0]
+        return self.readout.step(self.params, inp, x_t), tuple(finals)
+
+    def backprop(
+        self, fwd: Forward, d_logits: np.ndarray, d_final: States | None = None, *, keep: bool = False
+    ) -> Backprop:
+        """BPTT from ``∂J/∂z2_t`` (T, B, O) and, optionally, per-layer gradients at the final state.
+
+        On checked arguments (:meth:`bptt.RNN.backward` checks them). ``keep=True`` keeps every
+        layer's direct ``∂J/∂h_t`` and adjoints in the result (for traces and diagnostics);
+        otherwise layers may overwrite the gradient arrays they receive to save memory.
+        """
+        x = fwd.x
+        dense = x.dtype.kind == "f"
+        grads, dH, dx_skip = self.readout.backward(self.params, d_logits, fwd.hidden[-1], x, dense)
+        del d_logits  # freed here if nothing else holds it (loss_and_grad on CPython 3.11+; not a kept pass)
+        state_grads: dict[str, np.ndarray] = {}
+        kept: list[LayerBackprop] = []
+        dx = None
+        for k in range(self.num_layers - 1, -1, -1):
+            layer = self.layers[k]
+            need_dx = k > 0 or dense or self.embedding_size is not None
+            dT = None if d_final is None else d_final[k]
+            layer_grads, dx, dstate0, adj = layer.backward(
+                self.params, fwd.caches[k], dH, dT, need_dx, overwrite_dH=not keep, keep=keep
+            )
+            if keep:
+                kept.append(LayerBackprop(dh_direct=dH, adjoints=adj))
+            grads.update(layer_grads)
+            state_grads.update(zip(layer.state_names, dstate0, strict=True))
+            dH = dx
+        d_first = dx
+        if self.embedding_size is not None:
+            grads["E"], dx = project_backward(dx, x, self.params["E"], dense)  # ∂J/∂E = Σ_t de_t x_tᵀ
+        ordered = {name: grads[name] for name in self._shapes}
+        ordered.update({name: state_grads[name] for name in self.state_shapes})
+        if dense:
+            ordered["x"] = dx if dx_skip is None else dx + dx_skip
+        if not keep:
+            return Backprop(grads=ordered)
+        return Backprop(grads=ordered, layers=tuple(kept[::-1]), d_first_input=d_first)
