@@ -52,11 +52,11 @@ import torch.nn.functional as F  # noqa: E402
 from _shared import TorchLM, latency_bptt, latency_torch, openblas_core  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 import bptt  # noqa: E402
+from bptt.evaluation import bits_per_token  # noqa: E402
 from bptt.optim import Adam, clip_grad_norm  # noqa: E402
 from bptt.train import TrainConfig, build_model, evaluate_loss, prepare_data  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
-LN2 = math.log(2.0)
 
 
 def detach(state):
@@ -149,9 +149,9 @@ def main() -> int:
     )
 
     steps_b, tok_b, sec_b = train_bptt(model, streams, cfg, a.budget)
-    val_b = evaluate_loss(model, val, cfg.batch_size, cfg.seq_len, None) / LN2
+    val_b = bits_per_token(evaluate_loss(model, val, cfg.batch_size, cfg.seq_len, None))
     steps_t, tok_t, sec_t = train_torch(net, streams, cfg, a.budget)
-    val_t = eval_torch(net, val, cfg.batch_size, cfg.seq_len) / LN2
+    val_t = bits_per_token(eval_torch(net, val, cfg.batch_size, cfg.seq_len))
 
     print(f"{'':8} {'steps':>7} {'tokens/s':>10} {'val bpc':>8}")
     print(f"{'bptt':8} {steps_b:>7} {tok_b / sec_b:>10,.0f} {val_b:>8.3f}")

@@ -54,7 +54,7 @@ Peak memory of one training step, beyond weights, optimizer state and the carrie
   is a few hundred KiB.
 
 Generation latency: batch 1, one token at a time including sampling (bptt:
-``model._step`` + ``bptt.sampling.next_token``; PyTorch: module call + softmax +
+``bptt.stepper.Stepper.step`` + ``bptt.sampling.next_token``; PyTorch: module call + softmax +
 ``torch.multinomial``), alternating, best of 3 runs of ``--gen-tokens`` tokens.
 
 Run (after `bash scripts/test.sh` has installed PyTorch into .venv)::

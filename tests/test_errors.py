@@ -169,7 +169,7 @@ def test_bad_generate_arguments():
         bptt.generate(m, np.eye(3)[:1], 3, feedback="beam")
     with pytest.raises(ValueError, match=r"steps must be a positive integer, got 0"):
         bptt.generate(m, np.eye(3)[:1], 0)
-    with pytest.raises(ValueError, match=r"temperature must be a positive finite number, got 0"):
+    with pytest.raises(ValueError, match=r"temperature must be a finite number > 0, got 0"):
         bptt.generate(m, np.eye(3)[:1], 3, feedback="sample", temperature=0)
     wide = bptt.Elman(3, 4, 5, seed=0)
     with pytest.raises(
@@ -188,7 +188,7 @@ def test_bad_generate_arguments():
 def test_bad_gradcheck_arguments(m, data):
     with pytest.raises(TypeError, match=r"gradcheck: model must be a bptt network"):
         bptt.gradcheck(object(), *data)
-    with pytest.raises(ValueError, match=r"eps must be a positive finite number, got -1"):
+    with pytest.raises(ValueError, match=r"eps must be a finite number > 0, got -1"):
         bptt.gradcheck(m, *data, eps=-1)
     with pytest.raises(ValueError, match=r"wrt names \['Q'\] are not gradients of this model"):
         bptt.gradcheck(m, *data, wrt=("Q",))

@@ -182,19 +182,36 @@ def batch_index(value: object, B: int, where: str) -> int:
     return int(value)
 
 
-def real(value: object, name: str, where: str, *, low: float = 0.0, strict: bool = True, high: float | None = None) -> float:
-    """``value`` as a finite float above ``low`` (``≥ low`` when not ``strict``) and below ``high``.
+def real(
+    value: object,
+    name: str,
+    where: str,
+    *,
+    low: float = 0.0,
+    strict: bool = True,
+    high: float | None = None,
+    high_strict: bool = True,
+    hint: str = "",
+) -> float:
+    """``value`` as a float, finite and above ``low`` (``≥ low`` unless ``strict``), below ``high`` if given.
 
     The one check behind every "must be a finite number > 0" in bptt (temperatures,
-    learning rates, thresholds, finite-difference steps, clip norms). ``where`` may be
+    learning rates, thresholds, finite-difference steps, decay factors). Messages read
+    ``"{where}: {name} must be a finite number > 0, got -1"`` (or ``≥ 0``, ``in [0, 1)``,
+    ``in (0, 1]``; ``hint`` in brackets after the bound); anything but a finite real raises
+    :class:`NotANumberError`, a ``ValueError`` that is also a ``TypeError``. ``where`` may be
     ``""`` for messages without a caller prefix (the command line's argument parser).
     """
     number = not isinstance(value, bool) and isinstance(value, numbers.Real) and bool(np.isfinite(value))
-    if number and (value > low if strict else value >= low) and (high is None or value < high):
+    above = number and (value > low if strict else value >= low)
+    if above and (high is None or (value < high if high_strict else value <= high)):
         return float(value)
-    bound = f"{'>' if strict else '≥'} {low:g}" + (f" and < {high:g}" if high is not None else "")
+    if high is None:
+        bound = f"{'>' if strict else '≥'} {low:g}"
+    else:
+        bound = f"in {'(' if strict else '['}{low:g}, {high:g}{')' if high_strict else ']'}"
     prefix = f"{where}: " if where else ""
-    message = f"{prefix}{name} must be a finite number {bound}, got {value!r}"
+    message = f"{prefix}{name} must be a finite number {bound}{f' ({hint})' if hint else ''}, got {value!r}"
     raise ValueError(message) if number else NotANumberError(message)
 
 

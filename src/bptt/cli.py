@@ -15,7 +15,6 @@ Every error is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import sys
@@ -27,7 +26,8 @@ import numpy as np
 from . import _checks
 from .checkpoint import CheckpointError, load_checkpoint
 from .corpus import CorpusError
-from .models import GRU, LSTM, Elman
+from .evaluation import bits_per_token, score, score_unit
+from .models import MODELS
 from .plots import PlotError, require_matplotlib
 from .sampling import default_prime, sample_text
 from .train import TrainConfig, Trainer, TrainingError, checkpoint_config, prepare_data
@@ -59,10 +59,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+    value = float(text)  # not a number: argparse says "invalid _positive_float value"
+    try:
+        return _checks.real(value, "value", "")
+    except ValueError as exc:  # argparse puts "argument --name:" in front; the value is shown as typed
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("value ").removesuffix(repr(value)) + text) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT (its settings are kept)")
     t.add_argument("--overwrite", action="store_true", help="start afresh in an --out folder that holds a run")
     g = t.add_argument_group("model")
-    g.add_argument("--cell", choices=["elman", "lstm", "gru"], default=d.cell)
+    g.add_argument("--cell", choices=list(MODELS), default=d.cell)
     g.add_argument("--hidden-size", type=int, default=d.hidden_size)
     g.add_argument("--layers", type=int, default=d.num_layers, dest="num_layers")
     g.add_argument("--activation", default=d.activation, help="Elman f_h: tanh, relu, sigmoid, identity")
@@ -130,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--text", default=None, help="the text the model reads (its units must be in the vocabulary)")
     e.add_argument("--out", default=None, help="folder for explain.json and the PNGs (default: CKPT's folder/explain)")
     g = e.add_argument_group("without a checkpoint: a fresh model reading random tokens")
-    g.add_argument("--cell", choices=["elman", "lstm", "gru"], default=None)
+    g.add_argument("--cell", choices=list(MODELS), default=None)
     g.add_argument("--hidden-size", type=int, default=None, help="default 32")
     g.add_argument("--layers", type=int, default=None, dest="num_layers", help="default 1")
     g.add_argument("--activation", default=None, help="Elman f_h (default tanh)")
@@ -254,13 +255,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         path = trainer.save("latest.safetensors")
         print(f"interrupted at step {trainer.state.step}; resume with: bptt train --resume {path}", file=sys.stderr)
         return 130
-    unit = "bpc" if data.vocab.level == "char" else "ppl"
+    unit = score_unit(data.vocab.level)
     if final:
-        best = trainer.state.best_val
-        best_score = best / math.log(2) if unit == "bpc" else math.exp(best)
+        best = score(trainer.state.best_val, unit)
         print(
             f"done: step {final['step']}, validation {unit} {final[f'val_{unit}']:.3f} "
-            f"(best {best_score:.3f}); checkpoints in {out}/"
+            f"(best {best:.3f}); checkpoints in {out}/"
         )
     return 0
 
@@ -314,7 +314,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         best = rec.get("best_val")
         lines.append(f"training    step {rec['step']}, epoch {rec.get('epoch', 0)}, tokens {rec.get('tokens', 0):,}")
         if best is not None:
-            lines.append(f"            best validation loss {best:.4f} nats/token ({best / math.log(2):.3f} bits)")
+            lines.append(f"            best validation loss {best:.4f} nats/token ({bits_per_token(best):.3f} bits)")
     lines.append("equations")
     layer_input = "x_t"
     if cfg.get("embedding_size"):
@@ -355,7 +355,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if args.cell != "elman" and args.activation is not None:
             raise UsageError(f"explain: --activation is for --cell elman; {args.cell} gates have fixed activations")
         kwargs = {"activation": o["activation"]} if args.cell == "elman" else {}
-        model = {"elman": Elman, "lstm": LSTM, "gru": GRU}[args.cell](
+        model = MODELS[args.cell](
             o["vocab_size"], o["hidden_size"], o["vocab_size"], num_layers=o["num_layers"], seed=o["seed"], **kwargs
         )
         out = Path(args.out or "explain")

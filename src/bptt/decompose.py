@@ -39,7 +39,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks
 from .layers.base import freeze
 from .network import RNN
 from .problem import float64_problem

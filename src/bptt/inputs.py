@@ -163,7 +163,7 @@ def project_backward(
 
 
 def input_term(V: np.ndarray, x_t: np.ndarray) -> np.ndarray:
-    """``V x_t`` for one step, ``(B, G)``: a product for vectors ``(B, D)``, column ``x_t`` of ``V`` for ids ``(B,)``."""
+    """``V x_t`` for one step, ``(B, G)``: a product for vectors ``(B, D)``, columns of ``V`` for ids ``(B,)``."""
     return V.T[x_t] if is_tokens(x_t) else x_t @ V.T
 
 

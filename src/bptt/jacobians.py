@@ -58,14 +58,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _checks
+from .health import recurrent_weights, saturation
 from .layers.base import freeze
-from .network import RNN, Forward
+from .network import RNN
+from .problem import float64_problem
 
 __all__ = ["JacobianMap", "jacobian_map"]
 
 NORMS = ("spectral", "fro")
-GATE_NAMES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
-SATURATION = 0.99  # |tanh| above this, or a sigmoid outside [1 - SATURATION, SATURATION], is saturated
 FD_EPS = 1e-6  # relative step of the finite-difference Jacobian-vector products
 RITZ_TOL = 1e-10  # Lanczos stops when no Ritz value changes by more than this, relatively
 MAX_ELEMENTS = 1 << 22  # float64 numbers per (rows, S) block in one batched pass (32 MB)
@@ -181,7 +181,6 @@ def jacobian_map(
     JacobianMap
     """
     where = "jacobian_map"
-    _checks.network(model, where)
     if not isinstance(norm, str) or norm not in NORMS:
         raise ValueError(f"{where}: norm must be one of {list(NORMS)}, got {norm!r}")
     if isinstance(exact_up_to, bool) or not isinstance(exact_up_to, numbers.Integral):
@@ -190,12 +189,10 @@ def jacobian_map(
         raise ValueError(f"{where}: exact_up_to must be a non-negative integer, got {exact_up_to!r}")
     iterations = _checks.positive_int(iterations, "iterations", where)
     rng = _checks.generator(seed, where)
-    x, states0 = model._prepare(x, h0, where)  # validated in the model's dtype, errors named here
-    B = x.shape[1]
-    batch_index = _checks.batch_index(batch_index, B, where)
-    b = int(batch_index)
+    problem = float64_problem(model, x, h0, where)  # validated in the model's dtype, errors named here
+    b = int(_checks.batch_index(batch_index, problem.B, where))
 
-    m = model.astype("float64")
+    m = problem.model
     names = tuple(m.state_shapes)
     slices, S = _slices(m)
     exact = S <= exact_up_to
@@ -205,9 +202,8 @@ def jacobian_map(
             f"raise exact_up_to or use norm='spectral'"
         )
     # The chosen sequence alone, in float64: x1 (T, 1, D) or (T, 1), s_0 (1, S).
-    x1 = x[:, b : b + 1]
-    x1 = x1.astype(np.float64) if x1.dtype.kind == "f" else x1.copy()
-    s0 = np.concatenate([st[b : b + 1] for layer_states in states0 for st in layer_states], axis=1).astype(np.float64)
+    x1 = problem.x[:, b : b + 1]
+    s0 = _join({name: s[b : b + 1] for name, s in problem.h0.items()}, slices)
     fwd = m.forward(x1, _split(s0, slices))
     T = x1.shape[0]
     states = np.concatenate([s0, *(_join(m.state_at(fwd, t), slices) for t in range(T))])  # (T+1, S)
@@ -219,9 +215,9 @@ def jacobian_map(
     else:
         jacobians = None
         norms = _estimated_norms(m, x1, states, slices, rng, iterations)
-    W_names, W_norm, W_radius, gate_radius = _recurrent_weights(m)
-    saturation = _saturation(m, fwd)
-    freeze(norms, states, saturation)
+    W_names, W_norm, W_radius, gate_radius = recurrent_weights(m)
+    saturated = saturation(m, fwd)  # (T, L), of the one sequence analysed
+    freeze(norms, states, saturated)
     return JacobianMap(
         norms=norms,
         norm=norm,
@@ -234,7 +230,7 @@ def jacobian_map(
         recurrent_spectral_norm=W_norm,
         recurrent_spectral_radius=W_radius,
         gate_spectral_radius=gate_radius,
-        saturation=saturation,
+        saturation=saturated,
         batch_index=b,
     )
 
@@ -374,53 +370,3 @@ def _jvp(m, x1, states, slices, ks, L, v) -> tuple[np.ndarray, np.ndarray]:
         size *= np.linalg.norm(w, axis=1)  # carried as a scalar so that v stays at the scale of ε
         v = _unit(w)
     return v, size
-
-
-# -- the recurrent weights and saturation ----------------------------------------------------------
-def _recurrent_weights(m: RNN):
-    """Per layer: the recurrent matrix's name, ``‖·‖₂``, spectral radius, and gate radii."""
-    names, norms, radii, gates = [], {}, {}, {}
-    for k, layer in enumerate(m.layers):
-        Hs = layer.hidden_size
-        if layer.kind == "elman":
-            W = layer.weights(m.params)[1]  # (H, H); the state block of W_ssx in concat notation
-            rec = layer.names[1]
-            names.append(f"{rec}[:, :{Hs}]" if layer.notation == "concat" else rec)
-            norms[k] = float(np.linalg.norm(W, 2))
-            radii[k] = float(np.abs(np.linalg.eigvals(W)).max())
-            continue
-        W = m.params["W" + layer.suffix]  # (G·H, H): blocks [i; f; g; o] or [r; z; n]
-        names.append("W" + layer.suffix)
-        norms[k] = float(np.linalg.norm(W, 2))
-        blocks = W.reshape(-1, Hs, Hs)
-        gates[k] = {
-            g: float(np.abs(np.linalg.eigvals(Wg)).max()) for g, Wg in zip(GATE_NAMES[layer.kind], blocks, strict=True)
-        }
-        radii[k] = max(gates[k].values())
-    return tuple(names), norms, radii, gates
-
-
-def _saturation(m: RNN, fwd: Forward) -> np.ndarray:
-    """Fraction of saturated units per step and layer (batch of one sequence), ``(T, L)``."""
-    T = fwd.logits.shape[0]
-    lo, hi = 1.0 - SATURATION, SATURATION
-    out = np.empty((T, m.num_layers))
-    for k, (layer, cache) in enumerate(zip(m.layers, fwd.caches, strict=True)):
-        if layer.kind == "elman":
-            Hk = cache.H[:, 0]  # (T, H)
-            name = layer.activation.name
-            if name == "tanh":
-                sat = np.abs(Hk) > SATURATION
-            elif name == "sigmoid":
-                sat = (Hk < lo) | (Hk > hi)
-            elif name == "relu":
-                sat = Hk == 0.0  # inactive: no gradient passes
-            else:
-                sat = np.zeros(Hk.shape, bool)  # identity never saturates
-        else:
-            G = cache.G[:, 0].reshape(T, -1, layer.hidden_size)  # (T, gates, H) activations
-            tanh_gate = 2  # g of [i, f, g, o]; n of [r, z, n]
-            sat = (G < lo) | (G > hi)
-            sat[:, tanh_gate] = np.abs(G[:, tanh_gate]) > SATURATION
-        out[:, k] = sat.reshape(T, -1).mean(axis=1)
-    return out

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -125,7 +125,7 @@ class RNN(Stack):
     """
 
     _name = "RNN"
-    _uniform: dict[str, type[RNN]] = {}  # cell kind → the named class of a uniform stack (bptt.models)
+    _uniform: ClassVar[dict[str, type[RNN]]] = {}  # cell kind → the named class of a uniform stack (bptt.models)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -364,4 +364,3 @@ class RNN(Stack):
         x_t = _checks.step_input(x_t, self.input_size, self.dtype, where)
         logits, states = self.run_step(x_t, self.layer_states(state, x_t.shape[0], where))
         return self.output.f(logits), self.name_states(states)
-

@@ -29,16 +29,9 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from . import _checks
+
 __all__ = ["OPTIMIZERS", "SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "clip_grad_norm", "make_optimizer"]
-
-
-def _rate(value: object, name: str, where: str, *, allow_zero: bool = False, below_one: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{where}: {name} must be a finite number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero) or (below_one and value >= 1):
-        bound = "in [0, 1)" if below_one else ("≥ 0" if allow_zero else "> 0")
-        raise ValueError(f"{where}: {name} must be {bound}, got {value!r}")
-    return float(value)
 
 
 class _Flat:
@@ -121,8 +114,8 @@ class Optimizer(ABC):
                 raise TypeError(f"{where}: params[{k!r}] must be a writeable float array, got {type(v).__name__}")
         self.params = params
         self.schedule = lr if callable(lr) else None
-        self.lr = None if callable(lr) else _rate(lr, "lr", where)
-        self.weight_decay = _rate(weight_decay, "weight_decay", where, allow_zero=True)
+        self.lr = None if callable(lr) else _checks.real(lr, "lr", where)
+        self.weight_decay = _checks.real(weight_decay, "weight_decay", where, strict=False)
         self.steps = 0
         by_dtype: dict[np.dtype, list[str]] = {}
         for k, v in params.items():
@@ -199,7 +192,7 @@ class SGD(Optimizer):
     name = "sgd"
 
     def __init__(self, params, lr, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
-        self.momentum = _rate(momentum, "momentum", "SGD", allow_zero=True, below_one=True)
+        self.momentum = _checks.real(momentum, "momentum", "SGD", strict=False, high=1.0)
         if nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov=True needs momentum > 0")
         self.nesterov = bool(nesterov)
@@ -229,7 +222,7 @@ class Adagrad(Optimizer):
     _slots = ("sum_sq",)
 
     def __init__(self, params, lr, eps: float = 1e-8, weight_decay: float = 0.0):
-        self.eps = _rate(eps, "eps", "Adagrad")
+        self.eps = _checks.real(eps, "eps", "Adagrad")
         super().__init__(params, lr, weight_decay)
 
     def _update(self, g, u, state, lr, group):
@@ -245,8 +238,8 @@ class RMSprop(Optimizer):
     _slots = ("mean_sq",)
 
     def __init__(self, params, lr, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0):
-        self.alpha = _rate(alpha, "alpha", "RMSprop", below_one=True)
-        self.eps = _rate(eps, "eps", "RMSprop")
+        self.alpha = _checks.real(alpha, "alpha", "RMSprop", high=1.0)
+        self.eps = _checks.real(eps, "eps", "RMSprop")
         super().__init__(params, lr, weight_decay)
 
     def _update(self, g, u, state, lr, group):
@@ -268,9 +261,9 @@ class Adam(Optimizer):
         where = type(self).__name__
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got {betas!r}")
-        self.beta1 = _rate(betas[0], "betas[0]", where, allow_zero=True, below_one=True)
-        self.beta2 = _rate(betas[1], "betas[1]", where, allow_zero=True, below_one=True)
-        self.eps = _rate(eps, "eps", where)
+        self.beta1 = _checks.real(betas[0], "betas[0]", where, strict=False, high=1.0)
+        self.beta2 = _checks.real(betas[1], "betas[1]", where, strict=False, high=1.0)
+        self.eps = _checks.real(eps, "eps", where)
         super().__init__(params, lr, weight_decay)
 
     def _update(self, g, u, state, lr, group):

@@ -17,7 +17,6 @@ the temperature folded into the output layer, buffers allocated once).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterator
 
@@ -44,16 +43,11 @@ def default_prime(vocab: Vocabulary) -> str:
 def _check(n, temperature, top_k, top_p, vocab_size) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"length must be a positive integer, got {n!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 (use greedy for the most likely token), got {temperature!r}")
+    _checks.real(temperature, "temperature", "", hint="use greedy for the most likely token")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= vocab_size):
         raise ValueError(f"top_k must be an integer in [1, {vocab_size}] (the vocabulary size), got {top_k!r}")
-    if top_p is not None and (
-        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not math.isfinite(top_p) or not 0 < top_p <= 1
-    ):
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    if top_p is not None:
+        _checks.real(top_p, "top_p", "", high=1.0, high_strict=False)
 
 
 def next_token(

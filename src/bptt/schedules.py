@@ -14,8 +14,9 @@ where ``s = step − warmup``.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
+
+from . import _checks
 
 __all__ = ["SCHEDULES", "Schedule"]
 
@@ -56,12 +57,9 @@ class Schedule:
         where = "Schedule"
         if self.kind not in SCHEDULES:
             raise ValueError(f"{where}: kind must be one of {list(SCHEDULES)}, got {self.kind!r}")
-        for name in ("lr", "min_lr", "gamma"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{where}: {name} must be a finite number ≥ 0, got {v!r}")
-        if self.lr <= 0:
-            raise ValueError(f"{where}: lr must be > 0, got {self.lr!r}")
+        _checks.real(self.lr, "lr", where)
+        for name in ("min_lr", "gamma"):
+            _checks.real(getattr(self, name), name, where, strict=False)
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise ValueError(f"{where}: warmup must be an integer ≥ 0, got {self.warmup!r}")
         if not isinstance(self.step_size, int) or self.step_size < 1:

@@ -48,7 +48,6 @@ in float64 (a float32 model is copied). Entries with ``s > t`` come out exactly 
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np

@@ -20,33 +20,10 @@ checkpoint stores all of it: a run stopped and resumed equals the
 uninterrupted run bit for bit on the same machine and thread count.
 
 **Training health.** Every ``metrics.jsonl`` row (one per evaluation) also shows
-whether gradients explode or vanish, from values the training steps computed
-anyway (no extra forward or backward pass):
-
-============================  ===============================================================
-key                           meaning
-============================  ===============================================================
-``grad_norm``                 global ‖∂J/∂θ‖ of the interval's last step, before clipping
-``grad_norm_max``             largest global norm over the steps since the last evaluation
-``grad_norm_mean``            their mean
-``clipped_steps``             how many of those steps were clipped (norm > ``clip``)
-``grad_norm/<param>``         per parameter (``grad_norm/W``, ``grad_norm/W_l1``, …), at the
-                              interval's last step, before clipping: a snapshot like
-                              ``grad_norm`` (spikes in between show in ``grad_norm_max``)
-``spectral_norm/layer<k>``    ‖W‖₂ of layer k's recurrent weight after the last update (the
-                              whole ``(G·H, H)`` gate stack of an LSTM/GRU layer)
-``spectral_radius/layer<k>``  its largest |eigenvalue| (over the gate blocks for LSTM/GRU):
-                              above 1 the products ``W^g`` of BPTT can explode, below 1 vanish
-``saturation/layer<k>``       fraction of layer k's units saturated (``|tanh| > 0.99``, σ
-                              outside [0.01, 0.99], ReLU at 0), averaged over every step and
-                              stream of the interval's last training window
-============================  ===============================================================
-
-The evaluation log line gets a short warning when more than half of the interval's
-steps were clipped or a layer is more than 90% saturated.
-
-The interval's running values (max, sum, clip count) live in :class:`TrainState`
-and are checkpointed, so a resumed run writes the same rows.
+whether gradients explode or vanish (gradient norms, clipped steps, the recurrent
+weights' spectral norms and radii, saturated units; :mod:`bptt.health` lists the
+keys), from values the training steps computed anyway. Their running values live in
+:class:`TrainState` and are checkpointed, so a resumed run writes the same rows.
 """
 
 from __future__ import annotations
@@ -57,18 +34,20 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import _checks
 from .allocator import retain_freed_memory
 from .atomic import write_atomic
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .corpus import read_corpus
-from .jacobians import _recurrent_weights, _saturation
-from .models import GRU, LSTM, Elman
+from .evaluation import Progress, evaluate_loss, metrics_row, score, score_unit, streams, truncate_metrics
+from .health import health_note, layer_health
+from .models import MODELS
 from .network import RNN, Forward
 from .optim import Optimizer, clip_grad_norm, make_optimizer
 from .sampling import default_prime, sample_text
@@ -77,11 +56,7 @@ from .vocab import Vocabulary
 
 __all__ = ["TrainConfig", "Trainer", "TrainingError", "prepare_data"]
 
-CELLS = {"elman": Elman, "lstm": LSTM, "gru": GRU}
 DEFAULT_WORD_VOCAB = 10_000  # word level without max_vocab: the most frequent 9,999 words and <unk>
-LN2 = math.log(2.0)
-CLIPPED_ALARM = 0.5  # a health note when more than this fraction of an interval's steps was clipped
-SATURATED_ALARM = 0.9  # … or when more than this fraction of a layer's units is saturated
 
 
 class TrainingError(RuntimeError):
@@ -159,18 +134,15 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 fail(name, f"an integer ≥ {low}" + (" or None" if optional else ""))
 
-        def number(name: str, low: float, strict: bool, high: float | None = None, optional: bool = False) -> None:
+        def number(name: str, strict: bool = True, high: float | None = None, optional: bool = False, **kw) -> None:
             v = getattr(self, name)
-            if optional and v is None:
-                return
-            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-            ok = ok and (v > low if strict else v >= low) and (high is None or v < high)
-            if not ok:
-                bound = f"{'>' if strict else '≥'} {low:g}" + (f" and < {high:g}" if high is not None else "")
-                fail(name, f"a finite number {bound}")
+            if not (optional and v is None):
+                x = _checks.real(v, name, "", strict=strict, high=high, **kw)
+                if type(v) not in (int, float):  # e.g. a NumPy scalar: stored as a float, JSON-able
+                    object.__setattr__(self, name, x)
 
-        if self.cell not in CELLS:
-            fail("cell", f"one of {sorted(CELLS)}")
+        if self.cell not in MODELS:
+            fail("cell", f"one of {sorted(MODELS)}")
         if self.level not in ("char", "word"):
             fail("level", "'char' or 'word'")
         if self.dtype not in ("float32", "float64"):
@@ -183,17 +155,15 @@ class TrainConfig:
         for name in ("warmup", "sample_every", "checkpoint_every", "seed"):
             integer(name, 0)
         integer("step_size", 1)
-        number("lr", 0.0, strict=True)
-        number("val_fraction", 0.0, strict=True, high=0.5)
-        number("momentum", 0.0, strict=False, high=1.0)
-        number("gamma", 0.0, strict=True)
-        number("min_lr", 0.0, strict=False)
-        number("clip", 0.0, strict=True, optional=True)
+        number("lr")
+        number("val_fraction", high=0.5)
+        number("momentum", strict=False, high=1.0)
+        number("gamma", high=1.0, high_strict=False)  # a decay factor
+        number("min_lr", strict=False)
+        number("clip", optional=True)
         if self.bptt_len is not None and self.bptt_len < self.seq_len:
             raise ValueError(f"bptt_len (k2) must be ≥ seq_len (k1) = {self.seq_len}, got {self.bptt_len}")
-        number("weight_decay", 0.0, strict=False, optional=True)
-        if self.gamma > 1:
-            fail("gamma", "a decay factor in (0, 1]")
+        number("weight_decay", strict=False, optional=True)
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr must be ≤ lr = {self.lr:g}, got {self.min_lr!r}")
         if self.schedule == "cosine" and self.warmup >= self.steps:
@@ -266,13 +236,7 @@ def build_model(config: TrainConfig, vocab_size: int) -> RNN:
     )
     if config.cell == "elman":
         kwargs["activation"] = config.activation
-    return CELLS[config.cell](vocab_size, config.hidden_size, vocab_size, output="softmax", **kwargs)
-
-
-def _streams(ids: np.ndarray, batch_size: int) -> np.ndarray:
-    """``(B, L)``: ``B`` contiguous pieces of the stream side by side."""
-    L = len(ids) // batch_size
-    return np.ascontiguousarray(ids[: batch_size * L].reshape(batch_size, L))
+    return MODELS[config.cell](vocab_size, config.hidden_size, vocab_size, output="softmax", **kwargs)
 
 
 HEALTH_FIELDS = ("grad_norm_max", "grad_norm_sum", "clipped_steps")  # TrainState's gradient statistics
@@ -351,7 +315,7 @@ class Trainer:
         if config.optimizer == "sgd":
             options.update(momentum=config.momentum, nesterov=config.nesterov)
         self.optimizer: Optimizer = make_optimizer(config.optimizer, self.model.params, self.schedule, **options)
-        self.streams = _streams(data.train, config.batch_size)
+        self.streams = streams(data.train, config.batch_size)
         self.state = TrainState(carried=self.model.initial_state(config.batch_size))
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.should_stop: Callable[[], bool] = lambda: False  # polled between steps (e.g. after Ctrl-C)
@@ -467,17 +431,9 @@ class Trainer:
         Keys ``spectral_norm/layer<k>``, ``spectral_radius/layer<k>`` (the current weights)
         and ``saturation/layer<k>`` (fraction of saturated units over every step and stream
         of the last :meth:`train_step`'s forward pass; absent before the first step).
+        See :func:`bptt.health.layer_health`.
         """
-        m = self.model
-        _, W_norm, W_radius, _ = _recurrent_weights(m)
-        out: dict[str, float] = {}
-        for k in range(m.num_layers):
-            out[f"spectral_norm/layer{k}"] = W_norm[k]
-            out[f"spectral_radius/layer{k}"] = W_radius[k]
-        if self._last_forward is not None:
-            saturation = _saturation(m, _steps_as_one_sequence(self._last_forward)).mean(axis=0)  # (L,)
-            out.update({f"saturation/layer{k}": float(v) for k, v in enumerate(saturation)})
-        return out
+        return layer_health(self.model, self._last_forward)
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self) -> float:
@@ -495,14 +451,14 @@ class Trainer:
         cfg, s = self.config, self.state
         self.out_dir.mkdir(parents=True, exist_ok=True)
         metrics_path = self.out_dir / "metrics.jsonl"
-        _truncate_metrics(metrics_path, s.step)
-        unit = "bpc" if self.data.vocab.level == "char" else "ppl"
+        truncate_metrics(metrics_path, s.step)
+        unit = score_unit(self.data.vocab.level)
         t0, tokens0 = time.perf_counter(), s.tokens
         last: dict[str, Any] = {}
         if s.stopped:
             self.log(f"nothing to do: {s.stopped}")
             return last
-        progress = _Progress(cfg.steps, s.step, self.log)
+        progress = Progress(cfg.steps, s.step, self.log)
         with metrics_path.open("a", encoding="utf-8") as metrics:
             while s.step < cfg.steps and not self.should_stop() and not s.stopped:
                 out = self.train_step()
@@ -512,28 +468,12 @@ class Trainer:
                 s.grad_norm_sum += out["grad_norm"]
                 s.clipped_steps += int(out["clipped"])
                 elapsed = time.perf_counter() - t0
-                progress.update(s.step, out["loss"], _score(out["loss"], unit), unit, s.tokens - tokens0, elapsed)
+                progress.update(s.step, out["loss"], score(out["loss"], unit), unit, s.tokens - tokens0, elapsed)
                 evaluating = s.step % cfg.eval_every == 0 or s.step == cfg.steps
                 if evaluating:
                     val = self.evaluate()
-                    row = {
-                        "step": s.step,
-                        "epoch": s.epoch,
-                        "tokens": s.tokens,
-                        "train_loss": s.window_loss / s.window_n,
-                        f"train_{unit}": _score(s.window_loss / s.window_n, unit),
-                        "val_loss": val,
-                        f"val_{unit}": _score(val, unit),
-                        "lr": out["lr"],
-                        "grad_norm": out["grad_norm"],
-                        "grad_norm_max": s.grad_norm_max,
-                        "grad_norm_mean": s.grad_norm_sum / s.window_n,
-                        "clipped_steps": s.clipped_steps,
-                        **{k: v for k, v in out.items() if k.startswith("grad_norm/")},
-                        **self.health(),
-                        "elapsed_s": round(elapsed, 3),
-                    }
-                    note = _health_note(row, s.window_n)
+                    row = metrics_row(s, out, val, unit, self.health(), elapsed)
+                    note = health_note(row, s.window_n)
                     s.reset_interval()
                     improved = s.best_val is None or val < s.best_val
                     if improved:
@@ -580,108 +520,3 @@ def checkpoint_config(ckpt: Checkpoint, path: object = "checkpoint") -> TrainCon
         return TrainConfig.from_json(ckpt.train["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise TrainingError(f"{path}: checkpoint has no usable training record ({exc})") from None
-
-
-def evaluate_loss(model: RNN, ids: np.ndarray, batch_size: int, seq_len: int, max_tokens: int | None) -> float:
-    """Mean cross-entropy per token (nats) of ``model`` on the stream ``ids``, state carried across windows."""
-    if max_tokens is not None:
-        ids = ids[: max_tokens + 1]
-    B = max(1, min(batch_size, (len(ids) - 1) // seq_len))
-    streams = _streams(ids, B)
-    L = streams.shape[1]
-    state, total, count = None, 0.0, 0
-    for start in range(0, L - 1, seq_len):
-        end = min(start + seq_len, L - 1)
-        x, y = streams[:, start:end].T, streams[:, start + 1 : end + 1].T
-        fwd = model.forward(x, state)
-        total += float(model.output.loss_given_outputs(fwd.outputs, fwd.logits, y).sum())
-        count += y.size
-        state = fwd.state
-        if not math.isfinite(total):
-            return total
-    return total / count
-
-
-def _steps_as_one_sequence(fwd: Forward) -> Forward:
-    """``fwd`` with its ``(T, B, ·)`` caches viewed as one sequence of ``T·B`` steps (no copy).
-
-    ``jacobians._saturation`` reads the first sequence of a batch; saturation is a per-unit,
-    per-step property, so laying the B streams end to end lets it average over all of them.
-    """
-    T, B = fwd.logits.shape[:2]
-
-    def flat(a: np.ndarray) -> np.ndarray:
-        return a.reshape(T * B, 1, *a.shape[2:])
-
-    names = ("H", "H_prev", "G")
-    caches = tuple(replace(c, **{n: flat(getattr(c, n)) for n in names if hasattr(c, n)}) for c in fwd.caches)
-    return replace(fwd, logits=flat(fwd.logits), caches=caches)
-
-
-def _health_note(row: dict[str, Any], steps: int) -> str:
-    """A short warning for the evaluation log line when the gradients look unhealthy, else ``""``."""
-    notes = []
-    if row["clipped_steps"] > CLIPPED_ALARM * steps:
-        notes.append(f"gradient clipped on {row['clipped_steps']} of {steps} steps (exploding gradients?)")
-    for key, value in row.items():
-        if key.startswith("saturation/") and value > SATURATED_ALARM:
-            layer = key.removeprefix("saturation/layer")
-            notes.append(f"{value:.0%} of layer {layer}'s units saturated (vanishing gradients?)")
-    return f"; warning: {', '.join(notes)}; try a lower lr" if notes else ""
-
-
-def _score(loss: float, unit: str) -> float:
-    return loss / LN2 if unit == "bpc" else math.exp(min(loss, 700.0))
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after ``step`` (by a run that stopped after its last checkpoint)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
-            keep.append(line)
-    write_atomic(path, "".join(line + "\n" for line in keep))
-
-
-class _Progress:
-    """tqdm bar on a terminal; a one-line log every few seconds otherwise."""
-
-    def __init__(self, total: int, done: int, log: Callable[[str], None]) -> None:
-        self.log = log
-        self.total = total
-        self.start = done  # steps already done when this run (or resumption) began
-        self.bar = None
-        self.last_line = 0.0
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=done, unit="step", dynamic_ncols=True, leave=True)
-
-    def update(self, step: int, loss: float, score: float, unit: str, tokens: int, elapsed: float) -> None:
-        rate = tokens / max(elapsed, 1e-9)
-        if self.bar is not None:
-            self.bar.update(step - self.bar.n)
-            self.bar.set_postfix_str(f"loss {loss:.3f} {unit} {score:.3f} {rate:,.0f} tok/s", refresh=False)
-        elif elapsed - self.last_line >= 5.0 or step == self.total:
-            self.last_line = elapsed
-            eta = elapsed / max(step - self.start, 1) * (self.total - step)
-            self.log(
-                f"step {step}/{self.total} loss {loss:.4f} {unit} {score:.3f} {rate:,.0f} tok/s "
-                f"{elapsed:.0f}s elapsed, ETA {eta:.0f}s"
-            )
-
-    def note(self, msg: str) -> None:
-        if self.bar is not None:
-            self.bar.write(msg, file=sys.stderr)
-        else:
-            self.log(msg)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

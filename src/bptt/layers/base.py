@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ..inputs import input_grad, is_tokens, project_backward, step_terms
+from ..inputs import is_tokens, project_backward, step_terms
 
 __all__ = [
     "KERNELS",
