@@ -42,7 +42,6 @@ def parse() -> argparse.Namespace:
 ARGS = parse()
 _env.apply(ARGS)  # before NumPy is imported
 
-import math  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 

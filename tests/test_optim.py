@@ -352,8 +352,14 @@ def test_load_state_dict_refuses_mismatches():
         (lambda p: SGD(p, lr=0.1, weight_decay=-1e-3), r"SGD: weight_decay must be a finite number ≥ 0"),
         (lambda p: Adam(p, lr=0.1, betas=(0.9,)), r"Adam: betas must be a pair \(beta1, beta2\), got \(0.9,\)"),
         (lambda p: Adam(p, lr=0.1, betas=0.9), r"Adam: betas must be a pair"),
-        (lambda p: Adam(p, lr=0.1, betas=(1.0, 0.999)), r"Adam: betas\[0\] must be a finite number in \[0, 1\), got 1.0"),
-        (lambda p: AdamW(p, lr=0.1, betas=(0.9, 1.5)), r"AdamW: betas\[1\] must be a finite number in \[0, 1\), got 1.5"),
+        (
+            lambda p: Adam(p, lr=0.1, betas=(1.0, 0.999)),
+            r"Adam: betas\[0\] must be a finite number in \[0, 1\), got 1.0",
+        ),
+        (
+            lambda p: AdamW(p, lr=0.1, betas=(0.9, 1.5)),
+            r"AdamW: betas\[1\] must be a finite number in \[0, 1\), got 1.5",
+        ),
         (lambda p: Adam(p, lr=0.1, eps=0.0), r"Adam: eps must be a finite number > 0"),
         (lambda p: Adagrad(p, lr=0.1, eps=-1.0), r"Adagrad: eps must be a finite number > 0"),
         (lambda p: RMSprop(p, lr=0.1, alpha=1.0), r"RMSprop: alpha must be a finite number in \(0, 1\)"),

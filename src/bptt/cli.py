@@ -24,13 +24,13 @@ from typing import NoReturn
 import numpy as np
 
 from . import _checks
-from .checkpoint import CheckpointError, load_checkpoint
-from .corpus import CorpusError
-from .evaluation import bits_per_token, score, score_unit
-from .models import MODELS
-from .plots import PlotError, require_matplotlib
-from .sampling import default_prime, sample_text
-from .train import TrainConfig, Trainer, TrainingError, checkpoint_config, prepare_data
+from .diagnostics.plots import PlotError, require_matplotlib
+from .engine.models import MODELS
+from .files.checkpoint import CheckpointError, load_checkpoint
+from .text.corpus import CorpusError
+from .text.sampling import default_prime, sample_text
+from .training.evaluation import bits_per_token, score, score_unit
+from .training.train import TrainConfig, Trainer, TrainingError, checkpoint_config, prepare_data
 
 __all__ = ["main"]
 
@@ -335,7 +335,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import explain_random, explain_text, write_explanation
+    from .diagnostics.explain import explain_random, explain_text, write_explanation
 
     if (args.checkpoint is None) == (args.cell is None):
         raise UsageError("explain: give a checkpoint with --text, or a model with --cell (and no checkpoint)")
@@ -374,7 +374,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .diagnostics.report import write_report
 
     require_matplotlib()
     _checks.generator(args.seed, "report --seed")

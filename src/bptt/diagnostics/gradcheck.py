@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks
-from .network import RNN
+from .. import _checks
+from ..engine.network import RNN
 from .problem import float64_problem
 
 __all__ = ["GradcheckEntry", "GradcheckReport", "gradcheck"]

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .network import RNN, Forward
+from ..engine.network import RNN, Forward
 
 __all__ = [
     "CLIPPED_ALARM",

@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.network import RNN
+from ..text.vocab import Vocabulary
 from .atomic import write_atomic
-from .network import RNN
-from .vocab import Vocabulary
 
 __all__ = ["FORMAT", "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"]
 

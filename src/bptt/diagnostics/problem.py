@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks
-from .network import RNN
-from .stack import require_network
+from .. import _checks
+from ..engine.network import RNN
+from ..engine.stack import require_network
 
 __all__ = ["Problem", "float64_problem"]
 

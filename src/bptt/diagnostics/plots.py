@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import write_atomic
+from ..files.atomic import write_atomic
 
 __all__ = [
     "PlotError",

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import _checks
+from .. import _checks
 from .inputs import step_terms
 from .stack import Forward, LayerSpec, Stack
 

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import _checks
+from .. import _checks
 from .layers.base import augmented
 from .network import RNN
 

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from . import _checks
-from .network import RNN
-from .stepper import Stepper
+from .. import _checks
+from ..engine.network import RNN
+from ..engine.stepper import Stepper
 from .vocab import UNK, Vocabulary
 
 __all__ = ["default_prime", "next_token", "sample_text"]

@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks
-from .atomic import write_atomic
+from .. import _checks
+from ..engine.layers import ElmanLayer
+from ..engine.network import RNN
+from ..files.atomic import write_atomic
+from ..text.vocab import Vocabulary
 from .decompose import GapDecomposition, gradient_by_gap
 from .jacobians import JacobianMap, jacobian_map
-from .layers import ElmanLayer
-from .network import RNN
 from .sensitivity import InputSensitivity, input_sensitivity
-from .vocab import Vocabulary
 
 __all__ = [
     "MAX_EXPLAIN_TOKENS",

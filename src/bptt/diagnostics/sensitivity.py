@@ -52,9 +52,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks
-from .layers.base import freeze
-from .network import RNN
+from .. import _checks
+from ..engine.layers.base import freeze
+from ..engine.network import RNN
 from .problem import float64_problem
 
 __all__ = ["InputSensitivity", "input_sensitivity", "robust_z_scores"]

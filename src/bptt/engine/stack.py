@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks
+from .. import _checks
 from .activations import get_activation
 from .inputs import project, project_backward
 from .layers import CELLS, ELMAN_NOTATIONS, KERNELS, ElmanLayer, Layer

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_atomic
-from .checkpoint import load_checkpoint
+from ..files.atomic import write_atomic
+from ..files.checkpoint import load_checkpoint
+from ..text.sampling import default_prime, sample_text
 from .explain import explain_text, write_explanation
 from .plots import plot_training
-from .sampling import default_prime, sample_text
 
 __all__ = ["write_report"]
 

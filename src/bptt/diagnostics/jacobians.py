@@ -57,10 +57,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks
+from .. import _checks
+from ..engine.layers.base import freeze
+from ..engine.network import RNN
 from .health import recurrent_weights, saturation
-from .layers.base import freeze
-from .network import RNN
 from .problem import float64_problem
 
 __all__ = ["JacobianMap", "jacobian_map"]

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layers.base import freeze
-from .network import RNN
+from ..engine.layers.base import freeze
+from ..engine.network import RNN
 from .problem import float64_problem
 
 __all__ = ["GapDecomposition", "gradient_by_gap"]

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .atomic import write_atomic
-from .network import RNN
+from ..engine.network import RNN
+from ..files.atomic import write_atomic
 
 if TYPE_CHECKING:  # the trainer builds on this module
     from .train import TrainState

@@ -40,19 +40,19 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks
+from .. import _checks
+from ..diagnostics.health import health_note, layer_health
+from ..engine.models import MODELS
+from ..engine.network import RNN, Forward
+from ..files.atomic import write_atomic
+from ..files.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ..text.corpus import read_corpus
+from ..text.sampling import default_prime, sample_text
+from ..text.vocab import Vocabulary
 from .allocator import retain_freed_memory
-from .atomic import write_atomic
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .corpus import read_corpus
 from .evaluation import Progress, evaluate_loss, metrics_row, score, score_unit, streams, truncate_metrics
-from .health import health_note, layer_health
-from .models import MODELS
-from .network import RNN, Forward
 from .optim import Optimizer, clip_grad_norm, make_optimizer
-from .sampling import default_prime, sample_text
 from .schedules import Schedule
-from .vocab import Vocabulary
 
 __all__ = ["TrainConfig", "Trainer", "TrainingError", "prepare_data"]
 

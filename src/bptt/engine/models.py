@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _checks
+from .. import _checks
 from .network import RNN, LayerSpec
 
 __all__ = ["GRU", "LSTM", "MODELS", "Elman"]

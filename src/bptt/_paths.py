@@ -1,0 +1,67 @@
+"""The module paths of bptt before its sub-packages, kept working (``bptt.train``, ``bptt.layers.elman``, …).
+
+``import bptt.train`` returns the module object ``bptt.training.train`` itself (not a copy or
+a re-exporting shim), so attributes set on one are seen through the other; modules are
+imported only when first asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+from types import ModuleType
+
+# Old top-level module → the sub-package that holds it now.
+MOVED = {
+    **dict.fromkeys(
+        ("activations", "inputs", "losses", "readout", "layers", "stack", "network", "models", "stepper"), "engine"
+    ),
+    **dict.fromkeys(
+        (
+            "jacobians",
+            "decompose",
+            "sensitivity",
+            "dependence",
+            "gradcheck",
+            "explain",
+            "plots",
+            "report",
+            "health",
+            "problem",
+        ),
+        "diagnostics",
+    ),
+    **dict.fromkeys(("optim", "schedules", "train", "evaluation", "allocator"), "training"),
+    **dict.fromkeys(("corpus", "vocab", "sampling", "generate"), "text"),
+    **dict.fromkeys(("checkpoint", "atomic"), "files"),
+}
+
+
+def new_name(fullname: str) -> str | None:
+    """``"bptt.layers.elman"`` → ``"bptt.engine.layers.elman"``; ``None`` for names that did not move."""
+    parts = fullname.split(".")
+    if len(parts) < 2 or parts[0] != "bptt" or parts[1] not in MOVED:
+        return None
+    return ".".join(["bptt", MOVED[parts[1]], *parts[1:]])
+
+
+class OldPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds an old name and hands back the module at its new name."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if new_name(fullname) is None:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec) -> ModuleType:
+        return importlib.import_module(new_name(spec.name))
+
+    def exec_module(self, module: ModuleType) -> None:
+        pass  # already executed under its new name
+
+
+def install() -> None:
+    if not any(isinstance(f, OldPaths) for f in sys.meta_path):
+        sys.meta_path.insert(0, OldPaths())

@@ -1,0 +1,1 @@
+"""Files: safetensors checkpoints (nothing executes on load) and crash-safe atomic writes."""

@@ -1,0 +1,1 @@
+"""Text and generation: reading corpora, vocabularies, sampling, one-to-many generation."""

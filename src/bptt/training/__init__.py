@@ -1,0 +1,1 @@
+"""Training: optimizers and clipping, learning-rate schedules, the truncated-BPTT loop, evaluation."""
