@@ -384,3 +384,62 @@ def test_class_targets_must_match_the_output_rows():
             ValueError, match=r"class targets must have shape \(2, 3\) \(one id per output row\), got \(3, 2\)"
         ):
             call()
+
+
+def test_config_restores_the_named_class_and_mixed_stacks_stay_rnn():
+    for m in (bptt.Elman(D, H, O, notation="mit", seed=0), bptt.LSTM(D, H, O, num_layers=2), bptt.GRU(D, H, O)):
+        back = bptt.RNN.from_config(m.config(), params=m.params)
+        assert type(back) is type(m) and back.config() == m.config()
+        assert all(np.array_equal(back.params[k], m.params[k]) for k in m.params)
+    mixed = bptt.RNN(D, [bptt.LayerSpec("gru", 4), bptt.LayerSpec("lstm", 4)], O, seed=0)
+    assert type(bptt.RNN.from_config(mixed.config())) is bptt.RNN
+    sizes = bptt.RNN(D, [bptt.LayerSpec("lstm", 4), bptt.LayerSpec("lstm", 3)], O, seed=0)
+    assert type(bptt.RNN.from_config(sizes.config())) is bptt.RNN  # LSTM(...) has one hidden size
+
+
+def test_no_import_cycle_between_modules():
+    """Module-level and function-level relative imports form no cycle (typing-only imports aside)."""
+    import ast
+    from pathlib import Path
+
+    src = Path(bptt.__file__).resolve().parent
+    lazy = {("bptt.cli", "bptt.diagnostics.explain"), ("bptt.cli", "bptt.diagnostics.report")}  # optional extras
+    lazy |= {("bptt.diagnostics.explain", "bptt.diagnostics.plots")}  # matplotlib, only when plotting
+    edges: dict[str, set[str]] = {}
+    for f in src.rglob("*.py"):
+        parts = f.relative_to(src.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = name if parts[-1] == "__init__" else name.rpartition(".")[0]
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        typing_only = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)
+        }
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or node.level == 0 or id(node) in typing_only:
+                continue
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                candidate = f"{target}.{alias.name}"
+                dep = candidate if (src.parent / (candidate.replace(".", "/") + ".py")).exists() else target
+                if dep != name and (name, dep) not in lazy and not dep.endswith("bptt"):
+                    edges.setdefault(name, set()).add(dep)
+    state: dict[str, int] = {}
+
+    def visit(n, path):
+        state[n] = 1
+        for d in edges.get(n, ()):
+            if state.get(d) == 1:
+                raise AssertionError("import cycle: " + " → ".join([*path, n, d]))
+            if d not in state:
+                visit(d, [*path, n])
+        state[n] = 2
+
+    for n in list(edges):
+        if n not in state:
+            visit(n, [])
+    assert "bptt.engine.network" in edges  # the graph was built
+    assert not any(d.startswith("bptt.engine") for d in edges.get("bptt._checks", ()))
