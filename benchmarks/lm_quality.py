@@ -51,9 +51,9 @@ import torch.nn.functional as F  # noqa: E402
 from _shared import TorchLM, latency_bptt, latency_torch, openblas_core  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 import bptt  # noqa: E402
-from bptt.evaluation import bits_per_token  # noqa: E402
 from bptt.optim import Adam, clip_grad_norm  # noqa: E402
 from bptt.train import TrainConfig, build_model, evaluate_loss, prepare_data  # noqa: E402
+from bptt.training.evaluation import bits_per_token  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
 

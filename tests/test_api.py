@@ -395,6 +395,13 @@ def test_config_restores_the_named_class_and_mixed_stacks_stay_rnn():
     assert type(bptt.RNN.from_config(mixed.config())) is bptt.RNN
     sizes = bptt.RNN(D, [bptt.LayerSpec("lstm", 4), bptt.LayerSpec("lstm", 3)], O, seed=0)
     assert type(bptt.RNN.from_config(sizes.config())) is bptt.RNN  # LSTM(...) has one hidden size
+    gru = bptt.GRU(D, H, O, seed=0)
+    assert type(bptt.GRU.from_config(gru.config())) is bptt.GRU
+    with pytest.raises(ValueError, match=r"LSTM.from_config: config describes layers \[gru\(4\)\], not a LSTM"):
+        bptt.LSTM.from_config(gru.config())
+    bad = {**gru.config(), "layers": [{"kind": "gru", "hidden_size": 4, "activation": "relu"}]}
+    with pytest.raises(ValueError, match=r"layers\[0\].activation applies to elman layers only"):
+        bptt.RNN.from_config(bad)  # checked as RNN(...) checks it, before any named factory
 
 
 def test_no_import_cycle_between_modules():

@@ -1,4 +1,4 @@
-"""``bptt.health`` and ``bptt.evaluation``: the training run's health metrics and scores.
+"""``bptt.diagnostics.health`` and ``bptt.training.evaluation``: the training run's health metrics and scores.
 
 Oracles: each sequence of a batch analysed on its own (for the view that lays a batch end
 to end), eigenvalues and singular values from NumPy, and the unit conversions by hand.
@@ -13,8 +13,7 @@ import pytest
 
 import bptt
 from bptt.cli import main
-from bptt.evaluation import bits_per_token, score, score_unit, streams
-from bptt.health import (
+from bptt.diagnostics.health import (
     CLIPPED_ALARM,
     SATURATED_ALARM,
     health_note,
@@ -24,6 +23,7 @@ from bptt.health import (
     steps_as_one_sequence,
 )
 from bptt.models import MODELS
+from bptt.training.evaluation import bits_per_token, score, score_unit, streams
 
 V, H, T, B = 7, 5, 6, 4
 

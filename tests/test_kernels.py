@@ -1,6 +1,6 @@
 """Every fast kernel equals its cell's reference step, in float64 (a torch-free second oracle).
 
-Each cell's ``step_forward`` / ``step_backward`` (``bptt/layers/<cell>.py``) is plain NumPy, one
+Each cell's ``step_forward`` / ``step_backward`` (``bptt/engine/layers/<cell>.py``) is plain NumPy, one
 chain-rule step per line; ``kernels="reference"`` loops them over the sequence. The fast
 whole-window forward, the fast backward (adjoints and the sums over time as matrix products),
 the trace's per-step terms and the :class:`~bptt.stepper.Stepper`'s one-token kernels must agree

@@ -9,31 +9,19 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
 from types import ModuleType
 
 # Old top-level module → the sub-package that holds it now.
 MOVED = {
+    **dict.fromkeys(("activations", "inputs", "losses", "readout", "layers", "network", "models", "stepper"), "engine"),
     **dict.fromkeys(
-        ("activations", "inputs", "losses", "readout", "layers", "stack", "network", "models", "stepper"), "engine"
-    ),
-    **dict.fromkeys(
-        (
-            "jacobians",
-            "decompose",
-            "sensitivity",
-            "dependence",
-            "gradcheck",
-            "explain",
-            "plots",
-            "report",
-            "health",
-            "problem",
-        ),
+        ("jacobians", "decompose", "sensitivity", "dependence", "gradcheck", "explain", "plots", "report"),
         "diagnostics",
     ),
-    **dict.fromkeys(("optim", "schedules", "train", "evaluation", "allocator"), "training"),
+    **dict.fromkeys(("optim", "schedules", "train", "allocator"), "training"),
     **dict.fromkeys(("corpus", "vocab", "sampling", "generate"), "text"),
     **dict.fromkeys(("checkpoint", "atomic"), "files"),
 }
@@ -51,15 +39,23 @@ class OldPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds an old name and hands back the module at its new name."""
 
     def find_spec(self, fullname, path=None, target=None):
-        if new_name(fullname) is None:
-            return None
+        new = new_name(fullname)
+        if new is None or importlib.util.find_spec(new) is None:
+            return None  # not an old path, or no such module under the new one either
         return importlib.util.spec_from_loader(fullname, self)
 
+    def __init__(self) -> None:
+        self._specs: dict[str, importlib.machinery.ModuleSpec] = {}
+
     def create_module(self, spec) -> ModuleType:
-        return importlib.import_module(new_name(spec.name))
+        module = importlib.import_module(new_name(spec.name))
+        self._specs[module.__name__] = module.__spec__  # the import system sets the alias spec on it next
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
-        pass  # already executed under its new name
+        # Already executed under its new name; give it back its own spec, so that
+        # importlib.reload re-runs the real file under either name.
+        module.__spec__ = self._specs.pop(module.__name__, module.__spec__)
 
 
 def install() -> None:

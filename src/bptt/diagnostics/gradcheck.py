@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _checks
-from ..engine.network import RNN
+from ..engine.network import RNN, require_network
 from .problem import float64_problem
 
 __all__ = ["GradcheckEntry", "GradcheckReport", "gradcheck"]
@@ -151,7 +151,10 @@ def gradcheck(
     GradcheckReport
     """
     where = "gradcheck"
-    problem = float64_problem(model, x, h0, where)
+    require_network(model, where)
+    # Inputs and state are widened to float64 before the checks, so a float32 model is checked in
+    # float64 on the caller's values (not rounded to float32 first).
+    problem = float64_problem(model.astype("float64"), _to64(x), _state64(h0), where)
     eps, rtol = _checks.real(eps, "eps", where), _checks.real(rtol, "rtol", where)
     atol = None if atol is None else _checks.real(atol, "atol", where)
     if isinstance(wrt, str):
@@ -233,3 +236,11 @@ def _to64(a: object) -> object:
     if isinstance(arr, np.ndarray) and arr.dtype.kind == "f":
         return np.array(arr, dtype=np.float64, order="C")  # a C-ordered copy: the check perturbs it in place
     return arr
+
+
+def _state64(h0: object) -> object:
+    if isinstance(h0, dict):
+        return {k: _to64(v) for k, v in h0.items()}
+    if isinstance(h0, (tuple, list)):
+        return type(h0)(_to64(v) for v in h0)
+    return _to64(h0)

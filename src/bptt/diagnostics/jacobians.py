@@ -60,6 +60,8 @@ import numpy as np
 from .. import _checks
 from ..engine.layers.base import freeze
 from ..engine.network import RNN
+from .health import GATE_NAMES as GATE_NAMES  # names kept where they were before health.py
+from .health import SATURATION as SATURATION
 from .health import recurrent_weights, saturation
 from .problem import float64_problem
 

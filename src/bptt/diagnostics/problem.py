@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _checks
-from ..engine.network import RNN
-from ..engine.stack import require_network
+from ..engine.network import RNN, require_network
 
 __all__ = ["Problem", "float64_problem"]
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import _checks
-from .network import RNN, LayerSpec
+from .network import MODELS, RNN, LayerSpec
 
 __all__ = ["GRU", "LSTM", "MODELS", "Elman"]
 
@@ -228,8 +228,9 @@ class GRU(_Gated):
     cell = "gru"
 
 
-# The named network of each cell kind (RNN.from_config finds them through RNN's subclass registry).
-MODELS: dict[str, type[RNN]] = {"elman": Elman, "lstm": LSTM, "gru": GRU}
+# The one table of named networks (bptt.engine.network.MODELS, which RNN.from_config reads).
+MODELS.update({cls.cell: cls for cls in (Elman, LSTM, GRU)})
+NAMED = MODELS  # its name before the sub-packages
 
 
 def _stack(kind: str, hidden_size: int, num_layers: int, where: str, activation: str = "tanh") -> list[LayerSpec]:

@@ -17,22 +17,28 @@ Initial states are named ``h0`` (and ``c0`` for an LSTM), suffixed likewise.
 Nothing about a pass is stored on the network: :meth:`RNN.forward` returns a
 :class:`Forward` value holding everything :meth:`RNN.backward` needs. The engine
 underneath (layers, parameters, the passes on validated arguments) is
-:class:`bptt.stack.Stack`; this module adds argument checking, losses, targets and traces.
+:class:`bptt.engine.stack.Stack`; this module adds argument checking, losses, targets and traces.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from .. import _checks
 from .inputs import step_terms
+from .layers import CELLS
 from .stack import Forward, LayerSpec, Stack
 
-__all__ = ["RNN", "Forward", "LayerSpec", "LossAndGrad", "Trace"]
+__all__ = ["MODELS", "RNN", "Forward", "LayerSpec", "LossAndGrad", "Trace", "require_network"]
+
+# The named network of each cell kind: from_config builds a uniform stack as one of these.
+# Filled by bptt.engine.models, which defines them on top of this module (bptt imports both).
+MODELS: dict[str, type[RNN]] = {}
+LAYER_KINDS = tuple(CELLS)  # its name before layers.CELLS
 
 # Settings of RNN.config() besides the layers and the sizes.
 _SETTINGS = {"output", "bias", "notation", "output_reads_input", "embedding_size", "dtype"}
@@ -125,12 +131,6 @@ class RNN(Stack):
     """
 
     _name = "RNN"
-    _uniform: ClassVar[dict[str, type[RNN]]] = {}  # cell kind → the named class of a uniform stack (bptt.models)
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "cell" in cls.__dict__:
-            RNN._uniform[cls.cell] = cls
 
     def config(self) -> dict[str, Any]:
         """A JSON-able description from which :meth:`from_config` rebuilds the architecture."""
@@ -158,9 +158,10 @@ class RNN(Stack):
         """Rebuild a network from :meth:`config`, with fresh weights or with ``params``.
 
         ``params`` must have exactly the network's names, shapes and dtype; they are
-        copied, and no random weights are drawn. A stack of one cell kind comes back as
-        its named class (:class:`bptt.Elman`, :class:`bptt.LSTM`, :class:`bptt.GRU`),
-        built by that class's own ``from_config`` in :mod:`bptt.models`.
+        copied, and no random weights are drawn. A stack of one cell kind and size comes back
+        as its named class (:class:`bptt.Elman`, :class:`bptt.LSTM`, :class:`bptt.GRU`), built by
+        that class's ``build`` factory in :mod:`bptt.engine.models`; ``LSTM.from_config`` and
+        the like accept only their own kind.
         """
         where = f"{cls.__name__}.from_config"
         if not isinstance(config, Mapping):
@@ -176,15 +177,16 @@ class RNN(Stack):
         unknown = sorted(set(cfg) - _SETTINGS)
         if unknown:
             raise ValueError(f"{where}: config has an unknown setting {unknown}")
-        named = RNN._uniform.get(layers[0].kind) if layers else None
-        if cls is RNN and named is not None and len(set(layers)) == 1:
+        layers = Stack._check_specs(layers, where)  # errors as RNN(...) gives them, before any factory
+        named = MODELS.get(layers[0].kind) if len(set(layers)) == 1 else None
+        if cls is not RNN and cls is not named:
+            raise ValueError(f"{where}: config describes layers {_describe(layers)}, not a {cls.__name__}")
+        if named is not None:
             return named.build(input_size, layers, output_size, cfg, seed=seed, params=params, kernels=kernels)
         return RNN(input_size, layers, output_size, seed=seed, kernels=kernels, _params=params, **cfg)
 
     def __repr__(self) -> str:
-        layers = ", ".join(
-            f"{s.kind}({s.hidden_size}{', ' + s.activation if s.kind == 'elman' else ''})" for s in self.specs
-        )
+        layers = _describe(self.specs)[1:-1]
         return (
             f"{type(self).__name__}(input_size={self.input_size}, layers=[{layers}], "
             f"output_size={self.output_size}, output='{self.output.name}', bias={self.bias}, "
@@ -364,3 +366,15 @@ class RNN(Stack):
         x_t = _checks.step_input(x_t, self.input_size, self.dtype, where)
         logits, states = self.run_step(x_t, self.layer_states(state, x_t.shape[0], where))
         return self.output.f(logits), self.name_states(states)
+
+
+def _describe(specs: Sequence[LayerSpec]) -> str:
+    """``[lstm(4), elman(3, relu)]``: the layers as :meth:`RNN.__repr__` shows them."""
+    kinds = (f"{s.kind}({s.hidden_size}{', ' + s.activation if s.kind == 'elman' else ''})" for s in specs)
+    return "[" + ", ".join(kinds) + "]"
+
+
+def require_network(model: object, where: str) -> None:
+    """Refuse anything but a bptt network (Elman, LSTM, GRU or RNN), naming ``where``."""
+    if not isinstance(model, RNN):
+        raise TypeError(f"{where}: model must be a bptt network (Elman, LSTM, GRU or RNN), got {type(model).__name__}")

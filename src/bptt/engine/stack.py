@@ -34,7 +34,7 @@ from .layers.base import Adjoints
 from .losses import get_output
 from .readout import Readout
 
-__all__ = ["Backprop", "Forward", "LayerBackprop", "LayerSpec", "Stack", "require_network"]
+__all__ = ["Backprop", "Forward", "LayerBackprop", "LayerSpec", "Stack"]
 
 States = tuple[tuple[np.ndarray, ...], ...]  # per layer, its state variables, each (B, H_k)
 
@@ -128,12 +128,6 @@ def _is_array(value: object) -> bool:
     return isinstance(value, np.ndarray) and value.ndim >= 1
 
 
-def require_network(model: object, where: str) -> None:
-    """Refuse anything but a bptt network (Elman, LSTM, GRU or RNN), naming ``where``."""
-    if not isinstance(model, Stack):
-        raise TypeError(f"{where}: model must be a bptt network (Elman, LSTM, GRU or RNN), got {type(model).__name__}")
-
-
 class Stack:
     """Recurrent layers and an output layer with their parameters; see the module docstring.
 
@@ -158,7 +152,6 @@ class Stack:
         kernels: str = "fast",
         _params: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        where = self._name
         where = self._name
         self.input_size = _checks.positive_int(input_size, "input_size", where)
         self.output_size = _checks.positive_int(output_size, "output_size", where)

@@ -17,10 +17,12 @@ calls as the cell allows, all into buffers allocated once:
 * **temperature folded into the output layer** — ``z/τ = (U/τ) h + b_y/τ``.
 
 Each layer's step is its cell's token kernel (``token_kernel`` in
-``bptt/layers/<cell>.py``, beside the cell's equations); this module only wires the
-layers together. The logits equal those of :meth:`bptt.RNN.forward` up to rounding
-(the products are summed in a different order). The model is copied: training it afterwards does
-not change a stepper built before.
+``bptt/engine/layers/<cell>.py``, beside the cell's equations); this module only wires the
+layers together. It always runs those fast kernels, whatever the model's ``kernels``
+setting; ``tests/test_kernels.py`` holds them equal to the reference step
+(:meth:`bptt.RNN.run_step` of ``model.with_kernels("reference")``). The logits equal those of
+:meth:`bptt.RNN.forward` up to rounding (the products are summed in a different order). The model
+is copied: training it afterwards does not change a stepper built before.
 
 ===========  ==============  ============================================
 symbol       shape           meaning

@@ -130,8 +130,8 @@ def metrics_row(
     ``state`` holds the interval's running sums (loss, gradient norms, clipped steps),
     ``last`` is the interval's last :meth:`bptt.train.Trainer.train_step` result,
     ``val_loss`` the validation loss in nats per token, ``unit`` ``"bpc"`` or ``"ppl"``,
-    ``health`` the per-layer keys of :func:`bptt.health.layer_health`; the gradient keys
-    are described in :mod:`bptt.health`.
+    ``health`` the per-layer keys of :func:`bptt.diagnostics.health.layer_health`; the gradient keys
+    are described in :mod:`bptt.diagnostics.health`.
     """
     s = state
     return {

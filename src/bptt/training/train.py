@@ -21,7 +21,7 @@ uninterrupted run bit for bit on the same machine and thread count.
 
 **Training health.** Every ``metrics.jsonl`` row (one per evaluation) also shows
 whether gradients explode or vanish (gradient norms, clipped steps, the recurrent
-weights' spectral norms and radii, saturated units; :mod:`bptt.health` lists the
+weights' spectral norms and radii, saturated units; :mod:`bptt.diagnostics.health` lists the
 keys), from values the training steps computed anyway. Their running values live in
 :class:`TrainState` and are checkpointed, so a resumed run writes the same rows.
 """
@@ -40,6 +40,9 @@ from typing import Any
 
 import numpy as np
 
+# Names this module had before evaluation.py, health.py and the one cell table.
+from ..diagnostics.health import CLIPPED_ALARM as CLIPPED_ALARM
+from ..diagnostics.health import SATURATED_ALARM as SATURATED_ALARM
 from ..diagnostics.health import health_note, layer_health
 from ..engine.models import MODELS
 from ..engine.network import RNN, Forward
@@ -50,9 +53,12 @@ from ..text.sampling import default_prime, sample_text
 from ..text.vocab import Vocabulary
 from .allocator import retain_freed_memory
 from .config import DEFAULT_WORD_VOCAB, TrainConfig, TrainingError, checkpoint_config
+from .evaluation import LN2 as LN2
 from .evaluation import Progress, evaluate_loss, metrics_row, score, score_unit, streams, truncate_metrics
 from .optim import Optimizer, clip_grad_norm, make_optimizer
 from .schedules import Schedule
+
+CELLS = MODELS  # this module's name for the one cell table, bptt.engine.models.MODELS
 
 __all__ = ["TrainConfig", "Trainer", "TrainingError", "checkpoint_config", "prepare_data"]
 
@@ -293,7 +299,7 @@ class Trainer:
         Keys ``spectral_norm/layer<k>``, ``spectral_radius/layer<k>`` (the current weights)
         and ``saturation/layer<k>`` (fraction of saturated units over every step and stream
         of the last :meth:`train_step`'s forward pass; absent before the first step).
-        See :func:`bptt.health.layer_health`.
+        See :func:`bptt.diagnostics.health.layer_health`.
         """
         return layer_health(self.model, self._last_forward)
 

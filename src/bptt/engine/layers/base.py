@@ -75,6 +75,8 @@ class Adjoints:
     dh      (T, B, H)    total ∂J/∂h_t: direct term plus everything through later steps;
                          ``None`` when not kept
     dstate0 tuple        ∂J/∂ of the initial state variables, each (B, H)
+    terms   tuple        the reference loop's per-step weight terms, in the order of
+                         :meth:`Layer.weights`, each (T, *shape); ``None`` from the fast kernels
     ======  ===========  ===================================================================
     """
 
@@ -82,6 +84,7 @@ class Adjoints:
     d_rec: np.ndarray | None
     dh: np.ndarray | None
     dstate0: State
+    terms: tuple[np.ndarray | None, ...] | None = None
 
 
 def freeze(*arrays: np.ndarray | None) -> None:
@@ -299,7 +302,7 @@ class Layer(ABC):
         else:
             carry = dstate_T
         totals: list[np.ndarray | None] = [None] * len(w)
-        dx, d_in, d_rec, dh_total = [], [], [], []
+        dx, d_in, d_rec, dh_total, steps = [], [], [], [], []
         for t in range(T - 1, -1, -1):
             state_prev, kept = self.step_values(cache, t)
             dh = dH[t] + carry[0]  # total ∂J/∂h_t: its own consumers plus everything through step t + 1
@@ -310,13 +313,16 @@ class Layer(ABC):
             d_in.append(g.d_in)
             d_rec.append(g.d_rec)
             dh_total.append(dh)
+            steps.append(g.dweights)
         grads = self.named(tuple(totals))
         dX = np.stack(dx[::-1]) if need_dx and not is_tokens(cache.x) else None
         if not keep:
             return grads, dX, carry, None
         D_in = np.stack(d_in[::-1])
         D_rec = D_in if self.same_sides else np.stack(d_rec[::-1])
-        adj = Adjoints(d_in=D_in, d_rec=D_rec, dh=np.stack(dh_total[::-1]), dstate0=carry)
+        # Each weight's term of every step, first step first (None for a missing bias).
+        terms = tuple(None if k[0] is None else np.stack(k[::-1]) for k in zip(*steps, strict=True))
+        adj = Adjoints(d_in=D_in, d_rec=D_rec, dh=np.stack(dh_total[::-1]), dstate0=carry, terms=terms)
         return grads, dX, carry, adj
 
     @abstractmethod
@@ -394,7 +400,10 @@ class Layer(ABC):
         """The terms of the sums over time: ``{name: (T, *shape)}``, summing to the gradients.
 
         ``wanted`` limits the work to those names (others may be returned as zero views).
+        After the reference loop they are the steps' own terms (``adj.terms``), not recomputed.
         """
+        if adj.terms is not None:
+            return self.named(adj.terms)
         in_name, rec_name = self.weight_names
 
         def need(name: str) -> bool:

@@ -26,9 +26,9 @@ BPTT (one line per chain-rule step in :meth:`ElmanLayer.step_backward`, the refe
     dh_next = Wᵀ da_t                       (carried to step t - 1)
     ∂J/∂W = Σ_t da_t h_{t-1}ᵀ,  ∂J/∂V = Σ_t da_t x_tᵀ,  ∂J/∂b_h = Σ_t da_t
 
-The fast kernels compute the same: in :meth:`ElmanLayer.fast_adjoints` the three sums
-over t are each one matrix product over all ``T·B`` rows after the backward loop; only
-``Wᵀ da_t`` stays inside it. In training, ``da_t`` is written over the incoming
+The fast kernels compute the same: :meth:`ElmanLayer.fast_adjoints` keeps only
+``Wᵀ da_t`` inside the backward loop, and :meth:`Layer.backward` forms each of the three
+sums over t as one matrix product over all ``T·B`` rows after it. In training, ``da_t`` is written over the incoming
 ``∂J/∂h_t`` (the network gives that array up), so the backward pass holds one
 window-sized array besides the states.
 """
