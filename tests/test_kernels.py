@@ -185,36 +185,25 @@ def test_reference_step_backward_is_the_exact_vjp_of_step_forward(layer_cls):
     new, kept = layer.step_forward(w, x_t, state)
     seeds = tuple(rng.standard_normal(s.shape) for s in new)
 
-    def J(x_t, state):
+    def J() -> float:  # reads x_t, state and the weights, which the loop below perturbs in place
         out = layer.step_forward(w, x_t, state)[0]
         return sum(float((a * s).sum()) for a, s in zip(out, seeds, strict=True))
 
     g = layer.step_backward(w, x_t, state, kept, seeds)
+    pairs = [("x_t", x_t, g.dx), *(("state", s, d) for s, d in zip(state, g.dstate, strict=True))]
+    pairs += [(f"weight {k}", p, d) for k, (p, d) in enumerate(zip(w, g.dweights, strict=True)) if p is not None]
     eps = 1e-6
-    for target, analytic in [(x_t, g.dx), *zip(state, g.dstate, strict=True)]:
+    for what, target, analytic in pairs:
         numeric = np.empty_like(target)
         for i in np.ndindex(target.shape):
             orig = target[i]
             target[i] = orig + eps
-            plus = J(x_t, state)
+            plus = J()
             target[i] = orig - eps
-            minus = J(x_t, state)
+            minus = J()
             target[i] = orig
             numeric[i] = (plus - minus) / (2 * eps)
-        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
-    for k, (p, analytic) in enumerate(zip(w, g.dweights, strict=True)):
-        if p is None:
-            continue
-        numeric = np.empty_like(p)
-        for i in np.ndindex(p.shape):
-            orig = p[i]
-            p[i] = orig + eps
-            plus = J(x_t, state)
-            p[i] = orig - eps
-            minus = J(x_t, state)
-            p[i] = orig
-            numeric[i] = (plus - minus) / (2 * eps)
-        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8, err_msg=f"weight {k}")
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8, err_msg=what)
 
 
 def test_reference_mode_never_runs_a_fast_kernel(monkeypatch):

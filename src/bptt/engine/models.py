@@ -119,18 +119,8 @@ class Elman(RNN):
     @classmethod
     def build(cls, input_size, layers, output_size, settings, *, seed=None, params=None, kernels="fast") -> RNN:
         """The factory :meth:`RNN.from_config` calls for a stack of Elman layers of one size and activation."""
-        spec = layers[0]
-        return cls(
-            input_size,
-            spec.hidden_size,
-            output_size,
-            activation=spec.activation,
-            num_layers=len(layers),
-            seed=seed,
-            kernels=kernels,
-            _params=params,
-            **settings,
-        )
+        extra = dict(activation=layers[0].activation, seed=seed, kernels=kernels, _params=params)
+        return cls(input_size, layers[0].hidden_size, output_size, num_layers=len(layers), **extra, **settings)
 
 
 class _Gated(RNN):
@@ -173,20 +163,12 @@ class _Gated(RNN):
     @classmethod
     def build(cls, input_size, layers, output_size, settings, *, seed=None, params=None, kernels="fast") -> RNN:
         """The factory :meth:`RNN.from_config` calls for a stack of this class's layers, all of one size."""
-        return cls(
-            input_size,
-            layers[0].hidden_size,
-            output_size,
-            num_layers=len(layers),
-            seed=seed,
-            kernels=kernels,
-            _params=params,
-            **settings,
-        )
+        extra = dict(seed=seed, kernels=kernels, _params=params)
+        return cls(input_size, layers[0].hidden_size, output_size, num_layers=len(layers), **extra, **settings)
 
 
 class LSTM(_Gated):
-    """LSTM network: ``ŷ_t = f_y(U h_t + b_y)`` on LSTM layers (equations in :mod:`bptt.layers.lstm`).
+    """LSTM network: ``ŷ_t = f_y(U h_t + b_y)`` on LSTM layers (equations in :mod:`bptt.engine.layers.lstm`).
 
     ======  =========  ===================================================
     symbol  shape      meaning
@@ -207,7 +189,7 @@ class LSTM(_Gated):
 
 
 class GRU(_Gated):
-    """GRU network: ``ŷ_t = f_y(U h_t + b_y)`` on GRU layers (equations in :mod:`bptt.layers.gru`).
+    """GRU network: ``ŷ_t = f_y(U h_t + b_y)`` on GRU layers (equations in :mod:`bptt.engine.layers.gru`).
 
     ======  =========  ===================================================
     symbol  shape      meaning
