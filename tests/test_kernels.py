@@ -240,3 +240,47 @@ def test_kernels_argument_everywhere():
     with pytest.raises(ValueError, match="with_kernels: kernels must be one of"):
         m.with_kernels(None)
     assert isinstance(m.layers[0], LSTMLayer)
+
+
+# -- variable lengths, reverse directions, recurrent dropout, many-to-one --------------------------
+SEQ_CASES = list(
+    itertools.product(CELLS, ("lecture", "concat"), (True, False), (False, True), (1, 2), (False, True), (False, True))
+)
+
+
+@pytest.mark.parametrize("cell, notation, bias, tokens, depth, bidirectional, ragged", SEQ_CASES)
+def test_sequence_features_equal_the_reference_step(cell, notation, bias, tokens, depth, bidirectional, ragged):
+    specs = [bptt.LayerSpec(cell, H, bidirectional=bidirectional) for _ in range(depth)]
+    fast = bptt.RNN(D, specs, O, bias=bias, notation=notation, seed=3, dropout=0.3, recurrent_dropout=0.4)
+    randomise_biases(fast)
+    ref = fast.with_kernels("reference")
+    T = 6
+    x, y, _ = data(tokens, T, seed=8)
+    lengths = np.array([6, 1, 4]) if ragged else None
+    h0 = random_state(fast)
+
+    f, r = fast.forward(x, h0, lengths=lengths), ref.forward(x, h0, lengths=lengths)
+    close(f.outputs, r.outputs, "outputs")
+    for k, (a, b) in enumerate(zip(f.hidden, r.hidden, strict=True)):
+        close(a, b, f"hidden[{k}]")
+    for name in f.state:
+        close(f.state[name], r.state[name], f"state {name}")
+    for k, (ca, cb) in enumerate(zip(f.caches, r.caches, strict=True)):
+        for fld in ca.__dataclass_fields__:
+            close(getattr(ca, fld), getattr(cb, fld), f"cache[{k}].{fld}")
+
+    rng = np.random.default_rng(4)
+    d_logits = rng.standard_normal(f.logits.shape)
+    tf, tr = fast.trace(f, d_logits), ref.trace(r, d_logits)
+    for name in tf.terms:
+        close(tf.terms[name], tr.terms[name], f"terms {name}")
+        close(tf.terms[name].sum(axis=0), tf.grads[name], f"terms {name} sum to the gradient")
+
+    masks = fast.loss_and_grad(x, y, h0, lengths=lengths, dropout_rng=np.random.default_rng(5)).dropout_masks
+    for target in (y, y[0]):  # a loss at every real step; one per sequence
+        for replay in (None, masks):
+            gf = fast.loss_and_grad(x, target, h0, lengths=lengths, dropout_masks=replay)
+            gr = ref.loss_and_grad(x, target, h0, lengths=lengths, dropout_masks=replay)
+            assert gf.loss == pytest.approx(gr.loss, rel=RTOL)
+            for name in gf.grads:
+                close(gf.grads[name], gr.grads[name], f"grad {name} ({target.shape=}, dropout={replay is not None})")

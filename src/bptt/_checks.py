@@ -123,20 +123,31 @@ def step_input(x_t: object, input_size: int, dtype: np.dtype, where: str, name: 
     )
 
 
+def is_final_target(y: object, B: int, O: int, class_targets: bool) -> bool:
+    """Whether ``y`` has the many-to-one form: class ids ``(B,)`` or floats ``(B, O)``, one target
+    per sequence (read from its final state). Anything else is checked as one target per step."""
+    shape = np.shape(y) if isinstance(y, (np.ndarray, list, tuple)) else None
+    return shape == ((B,) if class_targets else (B, O))
+
+
 def targets(
-    y: object, T: int, B: int, O: int, class_targets: bool, dtype: np.dtype, output: str, where: str
+    y: object, T: int, B: int, O: int, class_targets: bool, dtype: np.dtype, output: str, where: str, *, final=False
 ) -> np.ndarray:
-    """Validate targets: class ids ``(T, B)`` for softmax, floats ``(T, B, O)`` otherwise."""
+    """Validate targets: class ids ``(T, B)`` for softmax, floats ``(T, B, O)`` otherwise; with
+    ``final``, one per sequence: ``(B,)`` or ``(B, O)``."""
     arr = as_array(y, "y", where)
+    lead = (B,) if final else (T, B)
+    other = f" (or of shape ({T}, {B}{'' if class_targets else f', {O}'}) for a target at every step)" if final else ""
     if class_targets:
-        if arr.dtype.kind not in "iu" or arr.shape != (T, B):
+        if arr.dtype.kind not in "iu" or arr.shape != lead:
             raise ValueError(
-                f"{where}: y for output='{output}' must be integer class ids of shape ({T}, {B}), "
-                f"got {arr.dtype} of shape {arr.shape}"
+                f"{where}: y for output='{output}' must be integer class ids of shape {lead}, "
+                f"got {arr.dtype} of shape {arr.shape}{other or f' (or ({B},) for one target per sequence)'}"
             )
         return token_ids(arr, "y", O, where)
-    if arr.shape != (T, B, O):
-        raise ValueError(f"{where}: y for output='{output}' must have shape ({T}, {B}, {O}), got {arr.shape}")
+    if arr.shape != (*lead, O):
+        hint = other or f" (or ({B}, {O}) for one target per sequence)"
+        raise ValueError(f"{where}: y for output='{output}' must have shape {(*lead, O)}, got {arr.shape}{hint}")
     arr = float_array(arr, "y", dtype, where)
     if output == "sigmoid" and ((arr < 0).any() or (arr > 1).any()):
         raise ValueError(
@@ -145,13 +156,34 @@ def targets(
     return arr
 
 
-def loss_weights(w: object, T: int, B: int, dtype: np.dtype, where: str) -> np.ndarray | None:
-    """Validate optional per-(t, b) loss weights of shape ``(T, B)``."""
+def lengths(value: object, T: int, B: int, where: str) -> np.ndarray | None:
+    """Validate sequence lengths: ``None`` (all T), or integers ``(B,)`` with ``1 ≤ lengths[b] ≤ T``.
+
+    Returns ``None`` when every length is T (no padding), else a private int64 copy.
+    """
+    if value is None:
+        return None
+    arr = as_array(value, "lengths", where)
+    if arr.shape != (B,):
+        raise ValueError(f"{where}: lengths must have shape ({B},), one per sequence, got {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{where}: lengths must be integers, got {arr.dtype} values {arr.tolist()[:8]}")
+    if arr.min() < 1 or arr.max() > T:
+        bad = int(np.argmax((arr < 1) | (arr > T)))
+        raise ValueError(f"{where}: lengths must lie in [1, {T}] (T = {T}), got lengths[{bad}] = {arr[bad]}")
+    arr = arr.astype(np.int64)
+    return None if (arr == T).all() else arr
+
+
+def loss_weights(w: object, T: int, B: int, dtype: np.dtype, where: str, *, final=False) -> np.ndarray | None:
+    """Validate optional per-(t, b) loss weights of shape ``(T, B)`` (``(B,)`` with ``final``)."""
     if w is None:
         return None
     arr = as_array(w, "loss_weights", where)
-    if arr.shape != (T, B):
-        raise ValueError(f"{where}: loss_weights must have shape ({T}, {B}), got {arr.shape}")
+    shape = (B,) if final else (T, B)
+    if arr.shape != shape:
+        raise ValueError(f"{where}: loss_weights must have shape {shape}, got {arr.shape}")
     finite(arr, "loss_weights", where)
     if (arr < 0).any():
         bad = tuple(int(i) for i in np.argwhere(arr < 0)[0])

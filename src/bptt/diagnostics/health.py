@@ -149,7 +149,7 @@ def saturation(model: RNN, fwd: Forward) -> np.ndarray:
     """
     T = fwd.logits.shape[0]
     lo, hi = 1.0 - SATURATION, SATURATION
-    out = np.empty((T, model.num_layers))
+    out = np.empty((T, len(model.layers)))  # every layer and direction, in the order of model.layers
     for k, (layer, cache) in enumerate(zip(model.layers, fwd.caches, strict=True)):
         if layer.kind == "elman":
             Hk = cache.H[:, 0]  # (T, H)
@@ -199,7 +199,7 @@ def layer_health(model: RNN, fwd: Forward | None = None) -> dict[str, float]:
     """
     _, W_norm, W_radius, _ = recurrent_weights(model)
     out: dict[str, float] = {}
-    for k in range(model.num_layers):
+    for k in range(len(model.layers)):
         out[f"spectral_norm/layer{k}"] = W_norm[k]
         out[f"spectral_radius/layer{k}"] = W_radius[k]
     if fwd is not None:

@@ -64,11 +64,21 @@ class Elman(RNN):
         Whether ``x_t`` also feeds the output: ``ŷ_t = f_y(U h_t + U_x x_t + b_y)`` (RNN-B).
     num_layers : int
         Stack this many Elman layers of size H.
+    bidirectional : bool
+        Give every layer a reverse twin reading each sequence backwards (parameters ``V_reverse``,
+        ``W_l1_reverse``, …; states ``h0_reverse``, …); each layer outputs ``[h_t; h_t^reverse]`` (2H),
+        and the readout ``U`` is ``(O, 2H)``.
     embedding_size : int or None
         Optional input embedding ``e_t = E x_t``, ``E`` of shape ``(embedding_size, D)``.
     dtype : str
         ``"float32"`` or ``"float64"``.
     seed : int, numpy.random.Generator or None
+    dropout : float
+        ``p`` of dropout on every layer's output but the last (as ``torch.nn.LSTM``), in training
+        passes that get a ``dropout_rng`` only.
+    recurrent_dropout : float
+        ``p`` of dropout on ``h_{t-1}`` where it enters ``W h_{t-1}``: one mask per sequence, the same
+        at every step (Gal & Ghahramani; Keras); training passes only.
     kernels : str
         ``"fast"`` or ``"reference"`` (see :class:`~bptt.network.RNN`).
 
@@ -94,13 +104,16 @@ class Elman(RNN):
         notation: str = "lecture",
         output_reads_input: bool = False,
         num_layers: int = 1,
+        bidirectional: bool = False,
         embedding_size: int | None = None,
         dtype: str | np.dtype = "float64",
         seed: int | np.random.Generator | None = None,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
         kernels: str = "fast",
         _params: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        layers = _stack("elman", hidden_size, num_layers, self._name, activation)
+        layers = _stack("elman", hidden_size, num_layers, self._name, bidirectional, activation)
         super().__init__(
             input_size,
             layers,
@@ -112,6 +125,8 @@ class Elman(RNN):
             embedding_size=embedding_size,
             dtype=dtype,
             seed=seed,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
             kernels=kernels,
             _params=_params,
         )
@@ -119,7 +134,9 @@ class Elman(RNN):
     @classmethod
     def build(cls, input_size, layers, output_size, settings, *, seed=None, params=None, kernels="fast") -> RNN:
         """The factory :meth:`RNN.from_config` calls for a stack of Elman layers of one size and activation."""
-        extra = dict(activation=layers[0].activation, seed=seed, kernels=kernels, _params=params)
+        spec = layers[0]
+        extra = dict(activation=spec.activation, bidirectional=spec.bidirectional, seed=seed, kernels=kernels)
+        extra["_params"] = params
         return cls(input_size, layers[0].hidden_size, output_size, num_layers=len(layers), **extra, **settings)
 
 
@@ -138,13 +155,16 @@ class _Gated(RNN):
         notation: str = "lecture",
         output_reads_input: bool = False,
         num_layers: int = 1,
+        bidirectional: bool = False,
         embedding_size: int | None = None,
         dtype: str | np.dtype = "float64",
         seed: int | np.random.Generator | None = None,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
         kernels: str = "fast",
         _params: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        layers = _stack(self.cell, hidden_size, num_layers, self._name)
+        layers = _stack(self.cell, hidden_size, num_layers, self._name, bidirectional)
         super().__init__(
             input_size,
             layers,
@@ -156,6 +176,8 @@ class _Gated(RNN):
             embedding_size=embedding_size,
             dtype=dtype,
             seed=seed,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
             kernels=kernels,
             _params=_params,
         )
@@ -163,7 +185,7 @@ class _Gated(RNN):
     @classmethod
     def build(cls, input_size, layers, output_size, settings, *, seed=None, params=None, kernels="fast") -> RNN:
         """The factory :meth:`RNN.from_config` calls for a stack of this class's layers, all of one size."""
-        extra = dict(seed=seed, kernels=kernels, _params=params)
+        extra = dict(bidirectional=layers[0].bidirectional, seed=seed, kernels=kernels, _params=params)
         return cls(input_size, layers[0].hidden_size, output_size, num_layers=len(layers), **extra, **settings)
 
 
@@ -215,7 +237,9 @@ MODELS.update({cls.cell: cls for cls in (Elman, LSTM, GRU)})
 NAMED = MODELS  # its name before the sub-packages
 
 
-def _stack(kind: str, hidden_size: int, num_layers: int, where: str, activation: str = "tanh") -> list[LayerSpec]:
+def _stack(
+    kind: str, hidden_size: int, num_layers: int, where: str, bidirectional: bool, activation: str = "tanh"
+) -> list[LayerSpec]:
     hidden_size = _checks.positive_int(hidden_size, "hidden_size", where)
     num_layers = _checks.positive_int(num_layers, "num_layers", where)
-    return [LayerSpec(kind, hidden_size, activation) for _ in range(num_layers)]
+    return [LayerSpec(kind, hidden_size, activation, bidirectional) for _ in range(num_layers)]

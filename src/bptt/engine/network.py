@@ -31,7 +31,8 @@ import numpy as np
 from .. import _checks
 from .inputs import step_terms
 from .layers import CELLS
-from .stack import Forward, LayerSpec, Stack
+from .layers.base import Padding
+from .stack import DropoutMasks, Forward, LayerSpec, Stack, draw_masks
 
 __all__ = ["MODELS", "RNN", "Forward", "LayerSpec", "LossAndGrad", "Trace", "require_network"]
 
@@ -41,7 +42,16 @@ MODELS: dict[str, type[RNN]] = {}
 LAYER_KINDS = tuple(CELLS)  # its name before layers.CELLS
 
 # Settings of RNN.config() besides the layers and the sizes.
-_SETTINGS = {"output", "bias", "notation", "output_reads_input", "embedding_size", "dtype"}
+_SETTINGS = {
+    "output",
+    "bias",
+    "notation",
+    "output_reads_input",
+    "embedding_size",
+    "dtype",
+    "dropout",
+    "recurrent_dropout",
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,8 @@ class LossAndGrad:
         Final state, to carry into the next window (truncated BPTT).
     forward : Forward
         The forward pass itself (hidden states, caches), e.g. for :meth:`RNN.state_at`.
+    dropout_masks : DropoutMasks or None
+        The dropout masks of this pass; pass them as ``dropout_masks=`` to replay it.
     """
 
     loss: float
@@ -93,6 +105,7 @@ class LossAndGrad:
     outputs: np.ndarray
     state: dict[str, np.ndarray]
     forward: Forward
+    dropout_masks: DropoutMasks | None = None
 
 
 class RNN(Stack):
@@ -134,9 +147,9 @@ class RNN(Stack):
 
     def config(self) -> dict[str, Any]:
         """A JSON-able description from which :meth:`from_config` rebuilds the architecture."""
-        return {
+        config = {
             "input_size": self.input_size,
-            "layers": [dict(kind=s.kind, hidden_size=s.hidden_size, activation=s.activation) for s in self.specs],
+            "layers": [s.description() for s in self.specs],
             "output_size": self.output_size,
             "output": self.output.name,
             "bias": self.bias,
@@ -145,6 +158,10 @@ class RNN(Stack):
             "embedding_size": self.embedding_size,
             "dtype": self.dtype.name,
         }
+        for name in ("dropout", "recurrent_dropout"):  # written only when used: older configs stay as they were
+            if getattr(self, name):
+                config[name] = getattr(self, name)
+        return config
 
     @classmethod
     def from_config(
@@ -196,22 +213,27 @@ class RNN(Stack):
         )
 
     # -- public passes ---------------------------------------------------------------------------
-    def forward(self, x: object, h0: object = None) -> Forward:
-        """Run the network over whole sequences (inference, or the first half of training).
+    def forward(self, x: object, h0: object = None, *, lengths: object = None) -> Forward:
+        """Run the network over whole sequences (inference: never drops).
 
         Parameters
         ----------
         x : array, (T, B, D) float or (T, B) int token ids
         h0 : None, array (B, H), tuple, or dict of arrays keyed by state name
             Initial state (zeros if ``None``).
+        lengths : int array (B,), optional
+            Real steps of each sequence, ``1 ≤ lengths[b] ≤ T``; later steps are padding: the
+            state does not change there and the hidden outputs are 0 (``None``: all T).
 
         Returns
         -------
         Forward
             Outputs ``ŷ`` (T, B, O), logits, every layer's hidden states, the final
-            state and the caches for :meth:`backward`.
+            state (after each sequence's last real step) and the caches for :meth:`backward`.
         """
-        return self.run(*self.prepare(x, h0, f"{self._name}.forward"))
+        where = f"{self._name}.forward"
+        x, states = self.prepare(x, h0, where)
+        return self.run(x, states, lengths=_checks.lengths(lengths, *x.shape[:2], where))
 
     def backward(
         self,
@@ -224,9 +246,9 @@ class RNN(Stack):
         Parameters
         ----------
         fwd : Forward
-            The pass to differentiate.
-        d_logits : ndarray, (T, B, O)
-            ``∂J/∂z2_t``, the gradient with respect to the output pre-activations.
+            The pass to differentiate (its lengths and dropout masks apply).
+        d_logits : ndarray, shaped like ``fwd.logits``
+            ``∂J/∂z2``, the gradient with respect to the output pre-activations.
         d_state : dict of ndarray, optional
             Gradient arriving at the final state (keyed like ``fwd.state``).
 
@@ -241,8 +263,8 @@ class RNN(Stack):
     def _backward_args(self, fwd: object, d_logits: object, d_state: object, where: str):
         """Checked ``(d_logits, per-layer final-state gradients or None)`` for :meth:`backward` and :meth:`trace`."""
         self.check_params(where)
-        foreign = not isinstance(fwd, Forward) or len(fwd.caches) != self.num_layers
-        if foreign or fwd.logits.shape[2] != self.output_size:
+        foreign = not isinstance(fwd, Forward) or len(fwd.caches) != len(self.layers)
+        if foreign or fwd.logits.shape[-1] != self.output_size:
             raise TypeError(f"{where}: fwd must be the Forward that this network's forward() returned")
         d_logits = _checks.as_array(d_logits, "d_logits", where, self.dtype)
         if d_logits.shape != fwd.logits.shape:
@@ -252,7 +274,7 @@ class RNN(Stack):
             return d_logits, None
         if not isinstance(d_state, Mapping):
             raise TypeError(f"{where}: d_state must be a dict keyed like fwd.state {list(fwd.state)}")
-        return d_logits, self.layer_states(dict(d_state), fwd.logits.shape[1], f"{where}: d_state")
+        return d_logits, self.layer_states(dict(d_state), fwd.x.shape[1], f"{where}: d_state")
 
     def trace(
         self,
@@ -271,6 +293,9 @@ class RNN(Stack):
         """
         where = f"{self._name}.trace"
         d_logits, d_final = self._backward_args(fwd, d_logits, d_state, where)
+        if fwd.final or fwd.dropout is not None:
+            feature = "many-to-one passes" if fwd.final else "passes with dropout"
+            raise ValueError(f"{where}: per-step terms are not available for {feature}; use backward")
         wanted = set(self._shapes) if params is None else {params} if isinstance(params, str) else set(params)
         unknown = sorted(wanted - set(self._shapes))
         if unknown:
@@ -289,50 +314,100 @@ class RNN(Stack):
             dh_total=tuple(part.adjoints.dh for part in bp.layers),
         )
 
-    def _loss_terms(self, fwd: Forward, y: object, loss_weights: object, where: str):
-        T, B = fwd.logits.shape[:2]
-        y = _checks.targets(y, T, B, self.output_size, self.output.class_targets, self.dtype, self.output.name, where)
-        w = _checks.loss_weights(loss_weights, T, B, self.dtype, where)
-        per_step = self.output.loss_given_outputs(fwd.outputs, fwd.logits, y)  # (T, B)
+    def _pass(self, x, y, h0, loss_weights, lengths, where, masks=None):
+        """Validated inputs, the forward pass the targets ask for, and ``(J, y, w)``."""
+        x, states = self.prepare(x, h0, where)
+        T, B = x.shape[:2]
+        lengths = _checks.lengths(lengths, T, B, where)
+        out = self.output
+        final = _checks.is_final_target(y, B, self.output_size, out.class_targets)
+        if final and self.readout.reads_input:
+            raise ValueError(
+                f"{where}: one target per sequence (y of shape {np.shape(y)}) reads the final state only; "
+                f"this network's output also reads x_t (output_reads_input=True)"
+            )
+        y = _checks.targets(y, T, B, self.output_size, out.class_targets, self.dtype, out.name, where, final=final)
+        w = _checks.loss_weights(loss_weights, T, B, self.dtype, where, final=final)
+        if lengths is not None and not final:  # no loss at padding steps
+            valid = Padding.of(lengths, T).valid.astype(self.dtype)
+            w = valid if w is None else w * valid
+        fwd = self.run(x, states, lengths=lengths, dropout=masks, final=final)
+        per = out.loss_given_outputs(fwd.outputs, fwd.logits, y)  # (T, B) or (B,)
         if w is not None:
-            per_step = per_step * w
-        return float(per_step.sum() / B), y, w
+            per = per * w
+        return fwd, float(per.sum() / B), y, w
 
-    def loss(self, x: object, y: object, h0: object = None, *, loss_weights: object = None) -> float:
-        """``J = (1/B) Σ_b Σ_t w_tb Loss(y_tb, ŷ_tb)`` without gradients.
+    def loss(
+        self, x: object, y: object, h0: object = None, *, loss_weights: object = None, lengths: object = None
+    ) -> float:
+        """``J = (1/B) Σ_b Σ_t w_tb Loss(y_tb, ŷ_tb)`` without gradients (never drops).
 
         Arguments as in :meth:`loss_and_grad`.
         """
-        where = f"{self._name}.loss"
-        fwd = self.run(*self.prepare(x, h0, where))
-        return self._loss_terms(fwd, y, loss_weights, where)[0]
+        return self._pass(x, y, h0, loss_weights, lengths, f"{self._name}.loss")[1]
 
-    def loss_and_grad(self, x: object, y: object, h0: object = None, *, loss_weights: object = None) -> LossAndGrad:
+    def loss_and_grad(
+        self,
+        x: object,
+        y: object,
+        h0: object = None,
+        *,
+        loss_weights: object = None,
+        lengths: object = None,
+        dropout_rng: np.random.Generator | None = None,
+        dropout_masks: DropoutMasks | None = None,
+    ) -> LossAndGrad:
         """Loss and its exact gradient by backpropagation through time.
 
         Parameters
         ----------
         x : array, (T, B, D) float or (T, B) int
             Inputs, or token ids meaning one-hot vectors of size D.
-        y : array, (T, B) int for ``output="softmax"``; (T, B, O) float otherwise
-            Targets.
+        y : array
+            Targets, and where the loss is. One per step: ``(T, B)`` int for
+            ``output="softmax"``, ``(T, B, O)`` float otherwise (a loss at every real step).
+            One per sequence (many-to-one): ``(B,)`` int or ``(B, O)`` float, read from the top
+            layer's final states ``[h at the last real step; h^reverse at step 0]``; the readout
+            then runs on those B rows only.
         h0 : None, array (B, H), tuple, or dict keyed by state name
             Initial state (zeros if ``None``).
-        loss_weights : array (T, B), optional
-            ``w_tb`` in ``J = (1/B) Σ_b Σ_t w_tb Loss_tb``: 0/1 weights pick single steps
-            (e.g. only the last step for many-to-one).
+        loss_weights : array (T, B) (or (B,) for one target per sequence), optional
+            ``w_tb`` in ``J = (1/B) Σ_b Σ_t w_tb Loss_tb``.
+        lengths : int array (B,), optional
+            Real steps of each sequence; later steps are padding (no state change, no loss).
+        dropout_rng : numpy.random.Generator, optional
+            Draw dropout masks for this pass (the model's ``dropout`` and ``recurrent_dropout``);
+            without it nothing is dropped.
+        dropout_masks : DropoutMasks, optional
+            Replay the masks of an earlier pass (``result.dropout_masks``).
 
         Returns
         -------
         LossAndGrad
-            ``loss``, ``grads`` (every parameter, ``h0``/``c0`` and, for float ``x``,
-            ``"x"``), ``outputs`` and the final ``state``.
+            ``loss``, ``grads`` (every parameter, every initial state and, for float ``x``,
+            ``"x"``), ``outputs`` ((T, B, O), or (B, O) for one target per sequence), the final
+            ``state`` and the ``dropout_masks`` used (``None`` if none).
         """
         where = f"{self._name}.loss_and_grad"
-        fwd = self.run(*self.prepare(x, h0, where))
-        J, y, w = self._loss_terms(fwd, y, loss_weights, where)
-        grads = self.backprop(fwd, self.output.d_logits(fwd.outputs, y, w)).grads  # backprop frees ∂J/∂z2
-        return LossAndGrad(loss=J, grads=grads, outputs=fwd.outputs, state=fwd.state, forward=fwd)
+        masks = self._dropout_masks(x, dropout_rng, dropout_masks, where)
+        fwd, J, y, w = self._pass(x, y, h0, loss_weights, lengths, where, masks)
+        grads = self.backprop(fwd, self.output.d_logits(fwd.outputs, y, w, fwd.x.shape[1])).grads  # frees ∂J/∂z2
+        return LossAndGrad(loss=J, grads=grads, outputs=fwd.outputs, state=fwd.state, forward=fwd, dropout_masks=masks)
+
+    def _dropout_masks(self, x, rng, given, where) -> DropoutMasks | None:
+        """The masks for this pass: drawn from ``rng``, replayed from ``given``, or ``None``."""
+        if given is not None:
+            if rng is not None:
+                raise ValueError(f"{where}: pass dropout_rng or dropout_masks, not both")
+            if not isinstance(given, DropoutMasks):
+                raise TypeError(f"{where}: dropout_masks must be the DropoutMasks of an earlier result")
+            return given
+        if rng is None or (self.dropout == 0 and self.recurrent_dropout == 0):
+            return None
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"{where}: dropout_rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        T, B = np.shape(x)[:2]
+        return draw_masks(self, T, B, rng)
 
     def state_at(self, fwd: Forward, t: int) -> dict[str, np.ndarray]:
         """The state after step ``t`` (0-based) of ``fwd``, keyed like ``fwd.state`` (copies).
@@ -348,6 +423,14 @@ class RNN(Stack):
             for name, s in zip(layer.state_names, layer.state_at(cache, int(t)), strict=True)
         }
 
+    def refuse_bidirectional(self, where: str) -> None:
+        """One-step APIs cannot run a reverse direction: it reads the sequence from its end."""
+        if self.bidirectional:
+            raise ValueError(
+                f"{where}: a bidirectional network has no one-step form (its reverse layers read each "
+                f"sequence from the end); run whole sequences with forward()"
+            )
+
     def step(self, x_t: object, state: object = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """One time step, for generation.
 
@@ -362,6 +445,7 @@ class RNN(Stack):
         (p_t, state) : ndarray (B, O) and dict of ndarray (B, H_k)
         """
         where = f"{self._name}.step"
+        self.refuse_bidirectional(where)
         self.check_params(where)
         x_t = _checks.step_input(x_t, self.input_size, self.dtype, where)
         logits, states = self.run_step(x_t, self.layer_states(state, x_t.shape[0], where))

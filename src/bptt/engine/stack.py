@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,11 +30,11 @@ from .. import _checks
 from .activations import get_activation
 from .inputs import project, project_backward
 from .layers import CELLS, ELMAN_NOTATIONS, KERNELS, ElmanLayer, Layer
-from .layers.base import Adjoints
+from .layers.base import Adjoints, Padding, flip
 from .losses import get_output
 from .readout import Readout
 
-__all__ = ["Backprop", "Forward", "LayerBackprop", "LayerSpec", "Stack"]
+__all__ = ["Backprop", "DropoutMasks", "Forward", "LayerBackprop", "LayerSpec", "Stack", "draw_masks"]
 
 States = tuple[tuple[np.ndarray, ...], ...]  # per layer, its state variables, each (B, H_k)
 
@@ -52,11 +52,28 @@ class LayerSpec:
     activation : str
         ``f_h`` of an Elman layer (``"tanh"``, ``"relu"``, ``"sigmoid"``, ``"identity"``);
         LSTM and GRU layers have fixed gate activations.
+    bidirectional : bool
+        Add a reverse twin that reads each sequence's real steps backwards (parameters and
+        states named with ``_reverse`` after the layer suffix); the layer's output at step t is
+        ``[h_t; h_t^reverse]`` (2H), the next layer's input.
     """
 
     kind: str
     hidden_size: int
     activation: str = "tanh"
+    bidirectional: bool = False
+
+    def description(self) -> dict[str, Any]:
+        """As stored in a config: the options left at their defaults are not written."""
+        d: dict[str, Any] = dict(kind=self.kind, hidden_size=self.hidden_size, activation=self.activation)
+        if self.bidirectional:
+            d["bidirectional"] = True
+        return d
+
+    @property
+    def width(self) -> int:
+        """Size of the layer's output: H, or 2H when bidirectional."""
+        return self.hidden_size * (2 if self.bidirectional else 1)
 
 
 @dataclass(frozen=True)
@@ -77,7 +94,15 @@ class Forward:
     x : ndarray
         The validated input.
     caches : tuple
-        One immutable cache per layer (``ElmanCache``, ``LSTMCache``, ``GRUCache``).
+        One immutable cache per layer and direction (``ElmanCache``, ``LSTMCache``, ``GRUCache``),
+        in the order of :attr:`Stack.layers`.
+    lengths : ndarray (B,) or None
+        Real steps of each sequence (``None``: all T).
+    dropout : DropoutMasks or None
+        The masks this pass used (``None``: no dropout).
+    final : bool
+        Many-to-one: ``outputs`` and ``logits`` are ``(B, O)``, read from the top layer's final
+        states (``[h at the last real step; h^reverse at step 0]``) instead of every step.
     """
 
     outputs: np.ndarray
@@ -86,6 +111,31 @@ class Forward:
     state: dict[str, np.ndarray]
     x: np.ndarray
     caches: tuple[Any, ...]
+    lengths: np.ndarray | None = None
+    dropout: DropoutMasks | None = None
+    final: bool = False
+
+    @property
+    def padding(self) -> Padding | None:
+        return None if self.lengths is None else Padding.of(self.lengths, self.x.shape[0])
+
+
+@dataclass(frozen=True)
+class DropoutMasks:
+    """The dropout masks of one training pass, to inspect or replay it (entries 0 or 1/(1 − p)).
+
+    Attributes
+    ----------
+    outputs : tuple of ndarray, each (T, B, width_k)
+        ``dropout``: multiplies the output of layer k, for every layer but the last.
+    recurrent : dict of ndarray, each (B, H)
+        ``recurrent_dropout``: keyed by the layer's (and direction's) h state name (``"h0"``,
+        ``"h0_l1_reverse"``); multiplies ``h_{t-1}`` where it enters ``W h_{t-1}``, the same
+        mask at every step.
+    """
+
+    outputs: tuple[np.ndarray, ...] = ()
+    recurrent: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -149,10 +199,14 @@ class Stack:
         embedding_size: int | None = None,
         dtype: str | np.dtype = "float64",
         seed: int | np.random.Generator | None = None,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
         kernels: str = "fast",
         _params: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         where = self._name
+        self.dropout = _checks.real(dropout, "dropout", where, strict=False, high=1.0)
+        self.recurrent_dropout = _checks.real(recurrent_dropout, "recurrent_dropout", where, strict=False, high=1.0)
         self.input_size = _checks.positive_int(input_size, "input_size", where)
         self.output_size = _checks.positive_int(output_size, "output_size", where)
         self.dtype = _checks.float_dtype(dtype, where)
@@ -173,7 +227,7 @@ class Stack:
         self.specs = tuple(self._check_specs(layers, where))
         self.layers: tuple[Layer, ...] = tuple(self._build_layers())
         self.readout = Readout(
-            hidden_size=self.specs[-1].hidden_size,
+            hidden_size=self.specs[-1].width,
             input_size=self.input_size,
             output_size=self.output_size,
             bias=self.bias,
@@ -209,6 +263,8 @@ class Stack:
             if spec.kind not in CELLS:
                 raise ValueError(f"{where}: layers[{k}].kind must be one of {list(CELLS)}, got {spec.kind!r}")
             _checks.positive_int(spec.hidden_size, f"layers[{k}].hidden_size", where)
+            if not isinstance(spec.bidirectional, (bool, np.bool_)):
+                raise TypeError(f"{where}: layers[{k}].bidirectional must be True or False, got {spec.bidirectional!r}")
             if spec.kind == "elman":
                 get_activation(spec.activation, f"{where}: layers[{k}]")
             elif spec.activation != "tanh":
@@ -220,25 +276,42 @@ class Stack:
         return specs
 
     def _build_layers(self) -> list[Layer]:
+        """One layer per spec, then its reverse twin if bidirectional (the order of the parameters)."""
         layers: list[Layer] = []
+        levels: list[tuple[int, ...]] = []
         d = self.input_size if self.embedding_size is None else self.embedding_size
         many = len(self.specs) > 1
         for k, spec in enumerate(self.specs):
-            suffix = f"_l{k}" if many else ""
-            common = dict(bias=self.bias, suffix=suffix, kernels=self.kernels)
-            if spec.kind == "elman":
-                activation = get_activation(spec.activation, self._name)
-                layer: Layer = ElmanLayer(d, spec.hidden_size, activation, notation=self.notation, **common)
-            else:
-                layer = CELLS[spec.kind](d, spec.hidden_size, **common)
-            layers.append(layer)
-            d = spec.hidden_size
+            here = []
+            for direction in ("", "_reverse") if spec.bidirectional else ("",):
+                common = dict(bias=self.bias, suffix=(f"_l{k}" if many else "") + direction, kernels=self.kernels)
+                if spec.kind == "elman":
+                    activation = get_activation(spec.activation, self._name)
+                    layer: Layer = ElmanLayer(d, spec.hidden_size, activation, notation=self.notation, **common)
+                else:
+                    layer = CELLS[spec.kind](d, spec.hidden_size, **common)
+                here.append(len(layers))
+                layers.append(layer)
+            levels.append(tuple(here))
+            d = spec.width
+        self.levels = tuple(levels)  # per spec, the indices of its layers in self.layers (forward first)
         return layers
+
+    def is_reverse(self, j: int) -> bool:
+        """Whether ``self.layers[j]`` is a reverse direction."""
+        return j != self.levels[self._level_of(j)][0]
+
+    def _level_of(self, j: int) -> int:
+        return next(k for k, level in enumerate(self.levels) if j in level)
+
+    @property
+    def bidirectional(self) -> bool:
+        return any(spec.bidirectional for spec in self.specs)
 
     # -- description ---------------------------------------------------------------
     @property
     def num_layers(self) -> int:
-        return len(self.layers)
+        return len(self.specs)
 
     @property
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -360,26 +433,54 @@ class Stack:
         x.flags.writeable = False  # the caches keep x: a private, read-only copy
         return x, self.layer_states(h0, x.shape[1], where)
 
-    def run(self, x: np.ndarray, states: States) -> Forward:
-        """The forward pass on arguments from :meth:`prepare`."""
-        hidden, caches, finals = [], [], []
+    def run(
+        self,
+        x: np.ndarray,
+        states: States,
+        *,
+        lengths: np.ndarray | None = None,
+        dropout: DropoutMasks | None = None,
+        final: bool = False,
+    ) -> Forward:
+        """The forward pass on arguments from :meth:`prepare` (and :meth:`check_lengths`).
+
+        ``lengths`` marks padding; ``dropout`` applies those masks; ``final`` reads the output
+        from the top layer's final states only (many-to-one) instead of at every step.
+        """
+        pad = None if lengths is None else Padding.of(lengths, x.shape[0])
+        hidden, caches, finals = [], [None] * len(self.layers), [None] * len(self.layers)
         # The embedding e_t = E x_t is a linear map of the input (a column gather for token ids).
         inp = x if self.embedding_size is None else project(x, self.params["E"])
-        for layer, state0 in zip(self.layers, states, strict=True):
-            H, state_T, cache = layer.forward(self.params, inp, state0)
-            hidden.append(H)
-            caches.append(cache)
-            finals.append(state_T)
-            inp = H
-        logits = self.readout.forward(self.params, inp, x)
-        outputs = self.output.f(logits)
+        for k, level in enumerate(self.levels):
+            outs = []
+            for j in level:
+                layer, reverse = self.layers[j], self.is_reverse(j)
+                rmask = None if dropout is None else dropout.recurrent.get(layer.state_names[0])
+                H, state_T, cache = layer.forward(
+                    self.params, flip(inp, pad) if reverse else inp, states[j], pad=pad, rmask=rmask
+                )
+                caches[j], finals[j] = cache, state_T
+                out = H if pad is None else H * pad.valid[:, :, None]  # padding steps output 0
+                outs.append(flip(out, pad) if reverse else out)
+            inp = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=-1)
+            if dropout is not None and k < len(dropout.outputs):
+                inp = inp * dropout.outputs[k]
+            hidden.append(inp)
+        if final:  # many-to-one: [h at the last real step; h^reverse after step 0], the top layer's final h
+            top = [finals[j][0] for j in self.levels[-1]]
+            logits = self.readout.forward(self.params, np.concatenate(top, axis=-1)[None], x[:1])[0]
+        else:
+            logits = self.readout.forward(self.params, inp, x)
         return Forward(
-            outputs=outputs,
+            outputs=self.output.f(logits),
             logits=logits,
             hidden=tuple(hidden),
             state=self.name_states(finals),
             x=x,
             caches=tuple(caches),
+            lengths=lengths,
+            dropout=dropout,
+            final=final,
         )
 
     def run_step(self, x_t: np.ndarray, states: States) -> tuple[np.ndarray, States]:
@@ -396,7 +497,8 @@ class Stack:
     def backprop(
         self, fwd: Forward, d_logits: np.ndarray, d_final: States | None = None, *, keep: bool = False
     ) -> Backprop:
-        """BPTT from ``∂J/∂z2_t`` (T, B, O) and, optionally, per-layer gradients at the final state.
+        """BPTT from ``∂J/∂z2`` ((T, B, O), or (B, O) for a many-to-one pass) and, optionally,
+        per-layer gradients at the final state.
 
         On checked arguments (:meth:`bptt.RNN.backward` checks them). ``keep=True`` keeps every
         layer's direct ``∂J/∂h_t`` and adjoints in the result (for traces and diagnostics);
@@ -404,22 +506,48 @@ class Stack:
         """
         x = fwd.x
         dense = x.dtype.kind == "f"
-        grads, dH, dx_skip = self.readout.backward(self.params, d_logits, fwd.hidden[-1], x, dense)
+        pad = fwd.padding
+        d_final = list(d_final) if d_final is not None else [None] * len(self.layers)
+        if fwd.final:  # the readout read the top layer's final h: its gradient arrives there
+            top = [fwd.state[self.layers[j].state_names[0]] for j in self.levels[-1]]
+            H_top = np.concatenate(top, axis=-1)[None]
+            grads, dH, dx_skip = self.readout.backward(self.params, d_logits[None], H_top, x[:1], False)
+            dH = self._add_to_final(dH[0], d_final)
+        else:
+            grads, dH, dx_skip = self.readout.backward(self.params, d_logits, fwd.hidden[-1], x, dense)
         del d_logits  # freed here if nothing else holds it (loss_and_grad on CPython 3.11+; not a kept pass)
         state_grads: dict[str, np.ndarray] = {}
-        kept: list[LayerBackprop] = []
+        kept: dict[int, LayerBackprop] = {}
         dx = None
         for k in range(self.num_layers - 1, -1, -1):
-            layer = self.layers[k]
+            level = self.levels[k]
             need_dx = k > 0 or dense or self.embedding_size is not None
-            dT = None if d_final is None else d_final[k]
-            layer_grads, dx, dstate0, adj = layer.backward(
-                self.params, fwd.caches[k], dH, dT, need_dx, overwrite_dH=not keep, keep=keep
-            )
-            if keep:
-                kept.append(LayerBackprop(dh_direct=dH, adjoints=adj))
-            grads.update(layer_grads)
-            state_grads.update(zip(layer.state_names, dstate0, strict=True))
+            if dH is not None and fwd.dropout is not None and k < len(fwd.dropout.outputs):
+                dH = dH * fwd.dropout.outputs[k]
+            dx = None
+            for i, j in enumerate(level):
+                layer, reverse = self.layers[j], self.is_reverse(j)
+                H = layer.hidden_size
+                if dH is None:
+                    dH_j = np.zeros((x.shape[0], x.shape[1], H), self.dtype)
+                else:
+                    dH_j = dH if len(level) == 1 else np.ascontiguousarray(dH[..., i * H : (i + 1) * H])
+                    if pad is not None:
+                        dH_j = dH_j * pad.valid[:, :, None]  # the padding steps' outputs are constants
+                    if reverse:
+                        dH_j = np.ascontiguousarray(flip(dH_j, pad))
+                rmask = None if fwd.dropout is None else fwd.dropout.recurrent.get(layer.state_names[0])
+                layer_grads, dx_j, dstate0, adj = layer.backward(
+                    self.params, fwd.caches[j], dH_j, d_final[j], need_dx,
+                    overwrite_dH=not keep, keep=keep, pad=pad, rmask=rmask,
+                )  # fmt: skip
+                if keep:
+                    kept[j] = LayerBackprop(dh_direct=dH_j, adjoints=adj)
+                grads.update(layer_grads)
+                state_grads.update(zip(layer.state_names, dstate0, strict=True))
+                if dx_j is not None:
+                    dx_j = flip(dx_j, pad) if reverse else dx_j
+                    dx = dx_j if dx is None else dx + dx_j
             dH = dx
         d_first = dx
         if self.embedding_size is not None:
@@ -430,4 +558,37 @@ class Stack:
             ordered["x"] = dx if dx_skip is None else dx + dx_skip
         if not keep:
             return Backprop(grads=ordered)
-        return Backprop(grads=ordered, layers=tuple(kept[::-1]), d_first_input=d_first)
+        return Backprop(grads=ordered, layers=tuple(kept[j] for j in range(len(self.layers))), d_first_input=d_first)
+
+    def _add_to_final(self, dH_top: np.ndarray, d_final: list) -> None:
+        """Add ``∂J/∂[h; h^reverse]`` of the top layer's final states (B, width) into ``d_final``; returns
+        ``None``, the direct gradient at every step (there is none)."""
+        start = 0
+        for j in self.levels[-1]:
+            layer = self.layers[j]
+            dh = dH_top[:, start : start + layer.hidden_size]
+            start += layer.hidden_size
+            if d_final[j] is None:
+                d_final[j] = (dh.copy(), *(np.zeros_like(dh) for _ in layer.state_names[1:]))
+            else:
+                d_final[j] = (d_final[j][0] + dh, *d_final[j][1:])
+        return None
+
+
+def draw_masks(stack: Stack, T: int, B: int, rng: np.random.Generator) -> DropoutMasks:
+    """Inverted-dropout masks for one pass: each entry kept with probability 1 − p and scaled by
+    1/(1 − p) (so nothing changes in expectation), drawn from ``rng`` in a fixed order."""
+
+    def mask(p: float, shape: tuple[int, ...]) -> np.ndarray:
+        keep = rng.random(shape) >= p
+        return keep.astype(stack.dtype) * stack.dtype.type(1.0 / (1.0 - p))
+
+    outputs: tuple[np.ndarray, ...] = ()
+    if stack.dropout > 0:
+        outputs = tuple(mask(stack.dropout, (T, B, spec.width)) for spec in stack.specs[:-1])
+    recurrent = {}
+    if stack.recurrent_dropout > 0:
+        recurrent = {
+            layer.state_names[0]: mask(stack.recurrent_dropout, (B, layer.hidden_size)) for layer in stack.layers
+        }
+    return DropoutMasks(outputs=outputs, recurrent=recurrent)

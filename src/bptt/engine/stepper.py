@@ -74,6 +74,7 @@ class Stepper:
         if model.output.name != "softmax":
             raise ValueError(f"{where}: model must have a softmax output, got {model.output.name!r}")
         self.temperature = _checks.real(temperature, "temperature", where)
+        model.refuse_bidirectional(where)
         model.check_params(where)
         self.model = model.copy()
         p, dtype = self.model.params, self.model.dtype

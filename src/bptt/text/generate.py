@@ -88,6 +88,7 @@ def generate(
     """
     where = "generate"
     require_network(model, where)
+    model.refuse_bidirectional(where)
     steps = _checks.positive_int(steps, "steps", where)
     if feedback not in FEEDBACK_MODES:
         raise ValueError(f"{where}: feedback must be one of {list(FEEDBACK_MODES)}, got {feedback!r}")

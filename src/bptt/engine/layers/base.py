@@ -46,9 +46,11 @@ __all__ = [
     "KERNELS",
     "Adjoints",
     "Layer",
+    "Padding",
     "StepGrads",
     "TokenKernel",
     "augmented",
+    "flip",
     "freeze",
     "stacked_states",
     "state_buffer",
@@ -85,6 +87,55 @@ class Adjoints:
     dh: np.ndarray | None
     dstate0: State
     terms: tuple[np.ndarray | None, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Padding:
+    """Which steps of a batch are real: sequence ``b`` has ``lengths[b]`` steps, the rest is padding.
+
+    At a padding step a layer's state does not change (``state_t = state_{t-1}``) and the
+    step's local gradients are zero: the state after the last real step is the final state, and
+    a padded batch computes exactly what its sequences compute one by one.
+
+    ======  =========  ==========================================================
+    field   shape      meaning
+    ======  =========  ==========================================================
+    lengths (B,)       steps of each sequence, ``1 ≤ lengths[b] ≤ T``
+    valid   (T, B)     ``t < lengths[b]``
+    pad     (T, B, 1)  ``t ≥ lengths[b]``, shaped to select rows of a (B, ·) step
+    first   int        ``min(lengths)``: no step before it is padding anywhere
+    order   (T, B)     step of the time-reversed sequence: ``lengths[b] − 1 − t`` for real steps,
+                       ``t`` for padding (a reverse layer reads the real steps backwards)
+    ======  =========  ==========================================================
+    """
+
+    lengths: np.ndarray
+    valid: np.ndarray
+    pad: np.ndarray
+    first: int
+    order: np.ndarray
+
+    @classmethod
+    def of(cls, lengths: np.ndarray, T: int) -> Padding:
+        t = np.arange(T)[:, None]
+        valid = t < lengths[None, :]
+        order = np.where(valid, lengths[None, :] - 1 - t, t)
+        return cls(lengths=lengths, valid=valid, pad=~valid[:, :, None], first=int(lengths.min()), order=order)
+
+    def at(self, t: int) -> np.ndarray | None:
+        """``(B, 1)`` rows of step ``t`` that are padding, or ``None`` when there are none."""
+        return self.pad[t] if t >= self.first else None
+
+
+def flip(a: np.ndarray, pad: Padding | None) -> np.ndarray:
+    """Each sequence of ``a`` (T, B, …) with its real steps in reverse order, padding left in place.
+
+    Its own inverse. Without padding, a view ``a[::-1]``; with it, one gather.
+    """
+    if pad is None:
+        return a[::-1]
+    index = pad.order if a.ndim == 2 else pad.order.reshape(pad.order.shape + (1,) * (a.ndim - 2))
+    return np.take_along_axis(a, index, axis=0)
 
 
 def freeze(*arrays: np.ndarray | None) -> None:
@@ -244,14 +295,19 @@ class Layer(ABC):
 
     # -- the reference step: the definition of the cell ----------------------------------------
     @abstractmethod
-    def step_forward(self, w: tuple, x_t: np.ndarray, state: State) -> tuple[State, Any]:
+    def step_forward(
+        self, w: tuple, x_t: np.ndarray, state: State, rmask: np.ndarray | None = None
+    ) -> tuple[State, Any]:
         """One step of the equations: ``(state_t, kept)`` from ``x_t`` (B, D) or ids (B,) and ``state_{t-1}``.
 
-        ``kept`` holds the step's intermediate values that :meth:`step_backward` reads.
+        ``kept`` holds the step's intermediate values that :meth:`step_backward` reads. ``rmask``
+        (B, H), recurrent dropout, multiplies ``h_{t-1}`` where it enters the product ``W h_{t-1}``.
         """
 
     @abstractmethod
-    def step_backward(self, w: tuple, x_t: np.ndarray, state_prev: State, kept: Any, dstate: State) -> StepGrads:
+    def step_backward(
+        self, w: tuple, x_t: np.ndarray, state_prev: State, kept: Any, dstate: State, rmask: np.ndarray | None = None
+    ) -> StepGrads:
         """The chain rule through one step, from ``dstate`` = total ∂J/∂state_t (``dh`` includes the direct term)."""
 
     @abstractmethod
@@ -268,32 +324,56 @@ class Layer(ABC):
         return self.step_forward(self.weights(params), x_t, state)[0]
 
     # -- whole sequences -----------------------------------------------------------------------
-    def forward(self, params: dict[str, np.ndarray], x: np.ndarray, state0: State) -> tuple[np.ndarray, State, Any]:
+    def forward(
+        self,
+        params: dict[str, np.ndarray],
+        x: np.ndarray,
+        state0: State,
+        *,
+        pad: Padding | None = None,
+        rmask: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, State, Any]:
         """Run the whole sequence.
 
-        Returns ``(H, state_T, cache)`` with ``H`` of shape ``(T, B, hidden_size)``.
+        Returns ``(H, state_T, cache)`` with ``H`` of shape ``(T, B, hidden_size)``: the state
+        after every step (at padding steps, the state of the last real one). ``pad`` marks the
+        padding steps (:class:`Padding`); ``rmask`` (B, H) is a recurrent-dropout mask.
         """
         if self.kernels == "reference":
-            return self.reference_forward(params, x, state0)
-        return self.fast_forward(params, x, state0)
+            return self.reference_forward(params, x, state0, pad=pad, rmask=rmask)
+        return self.fast_forward(params, x, state0, pad=pad, rmask=rmask)
 
-    def reference_forward(self, params, x: np.ndarray, state0: State) -> tuple[np.ndarray, State, Any]:
+    def reference_forward(self, params, x: np.ndarray, state0: State, *, pad=None, rmask=None):
         """:meth:`forward` by looping :meth:`step_forward` over the steps."""
         w = self.weights(params)
         state, states, kept = state0, [], []
         for t in range(x.shape[0]):
-            state, values = self.step_forward(w, x[t], state)
+            new, values = self.step_forward(w, x[t], state, rmask)
+            rows = None if pad is None else pad.at(t)
+            if rows is not None:  # padding: the state stays as it was
+                new = tuple(np.where(rows, old, n) for old, n in zip(state, new, strict=True))
+            state = new
             states.append(state)
             kept.append(values)
         cache = self.cache_from_steps(x, state0, states, kept)
         return cache.H, tuple(s.copy() for s in state), cache
 
     def reference_backward(
-        self, params, cache: Any, dH: np.ndarray, dstate_T: State | None, need_dx: bool, keep: bool
+        self,
+        params,
+        cache: Any,
+        dH: np.ndarray,
+        dstate_T: State | None,
+        need_dx: bool,
+        keep: bool,
+        pad=None,
+        rmask=None,
     ) -> tuple[dict[str, np.ndarray], np.ndarray | None, State, Adjoints | None]:
         """:meth:`backward` by looping :meth:`step_backward` from the last step to the first.
 
-        Each weight's gradient is the sum of the steps' terms (min-char-rnn's ``dWhh += …``).
+        Each weight's gradient is the sum of the steps' terms (min-char-rnn's ``dWhh += …``). At a
+        padding step the state was copied, so its gradient passes through unchanged and the step
+        itself (seeded with zeros for those rows) adds nothing.
         """
         w = self.weights(params)
         T = dH.shape[0]
@@ -306,9 +386,14 @@ class Layer(ABC):
         for t in range(T - 1, -1, -1):
             state_prev, kept = self.step_values(cache, t)
             dh = dH[t] + carry[0]  # total ∂J/∂h_t: its own consumers plus everything through step t + 1
-            g = self.step_backward(w, cache.x[t], state_prev, kept, (dh, *carry[1:]))
+            through = (dh, *carry[1:])  # total ∂J/∂state_t
+            rows = None if pad is None else pad.at(t)
+            dstate = through if rows is None else tuple(np.where(rows, 0.0, d) for d in through)
+            g = self.step_backward(w, cache.x[t], state_prev, kept, dstate, rmask)  # padding rows: zeros in, zeros out
             totals = [_add(total, term) for total, term in zip(totals, g.dweights, strict=True)]
             carry = g.dstate  # into step t - 1
+            if rows is not None:  # a padding step copied the state: its gradient passes through unchanged
+                carry = tuple(np.where(rows, d, c) for d, c in zip(through, carry, strict=True))
             dx.append(g.dx)
             d_in.append(g.d_in)
             d_rec.append(g.d_rec)
@@ -326,26 +411,15 @@ class Layer(ABC):
         return grads, dX, carry, adj
 
     @abstractmethod
-    def fast_forward(self, params, x: np.ndarray, state0: State) -> tuple[np.ndarray, State, Any]:
+    def fast_forward(self, params, x: np.ndarray, state0: State, *, pad=None, rmask=None):
         """:meth:`forward` optimised: the input terms of all steps in one product, buffers reused."""
 
     @abstractmethod
     def fast_adjoints(
-        self, params, cache: Any, dH: np.ndarray, dstate_T: State | None, *, overwrite_dH: bool, keep: bool
+        self, params, cache: Any, dH: np.ndarray, dstate_T: State | None, *, overwrite_dH, keep, pad=None, rmask=None
     ) -> Adjoints:
-        """:meth:`adjoints` optimised: local derivatives for all steps at once, one product per step."""
-
-    def adjoints(
-        self,
-        params: dict[str, np.ndarray],
-        cache: Any,
-        dH: np.ndarray,
-        dstate_T: State | None,
-        *,
-        overwrite_dH: bool = False,
-        keep: bool = True,
-    ) -> Adjoints:
-        """The backward loop: from ``dH = ∂J/∂h_t`` (direct terms only, ``(T, B, H)``) to :class:`Adjoints`.
+        """The backward loop, optimised: from ``dH = ∂J/∂h_t`` (direct terms only, ``(T, B, H)``) to
+        :class:`Adjoints`, with the local derivatives of all steps computed before the loop.
 
         ``dstate_T`` is the gradient arriving at the final state from beyond the
         window (``None`` for zero). ``overwrite_dH`` lets the loop use ``dH``'s memory
@@ -353,9 +427,6 @@ class Layer(ABC):
         what :meth:`backward` needs: ``dh`` is not stored (one ``(T, B, H)`` array less)
         and ``d_rec`` may be ``None``.
         """
-        if self.kernels == "reference":
-            return self.reference_backward(params, cache, dH, dstate_T, False, True)[3]
-        return self.fast_adjoints(params, cache, dH, dstate_T, overwrite_dH=overwrite_dH, keep=keep)
 
     def d_rec_from(self, cache: Any, adj: Adjoints) -> np.ndarray:
         """``d_rec`` when ``adj`` did not keep it; may reuse ``adj.d_in``'s memory (read ``d_in`` first)."""
@@ -371,15 +442,20 @@ class Layer(ABC):
         *,
         overwrite_dH: bool = False,
         keep: bool = True,
+        pad: Padding | None = None,
+        rmask: np.ndarray | None = None,
     ) -> tuple[dict[str, np.ndarray], np.ndarray | None, State, Adjoints | None]:
         """BPTT through the layer; returns ``(grads, dx, dstate0, adjoints)``.
 
-        The sums over time are single matrix products over all ``T·B`` rows.
-        ``adjoints`` is ``None`` unless ``keep`` (see :meth:`adjoints` for both flags).
+        The sums over time are single matrix products over all ``T·B`` rows. ``adjoints`` is
+        ``None`` unless ``keep`` (see :meth:`fast_adjoints` for both flags); ``pad`` and ``rmask``
+        as given to :meth:`forward`.
         """
         if self.kernels == "reference":
-            return self.reference_backward(params, cache, dH, dstate_T, need_dx, keep)
-        adj = self.fast_adjoints(params, cache, dH, dstate_T, overwrite_dH=overwrite_dH, keep=keep)
+            return self.reference_backward(params, cache, dH, dstate_T, need_dx, keep, pad, rmask)
+        adj = self.fast_adjoints(
+            params, cache, dH, dstate_T, overwrite_dH=overwrite_dH, keep=keep, pad=pad, rmask=rmask
+        )
         T, B, G = adj.d_in.shape
         # Everything that reads d_in comes first: d_rec_from may turn d_in into d_rec in place.
         dV, dx = project_backward(adj.d_in, cache.x, self.input_weight(params), need_dx and not is_tokens(cache.x))
@@ -389,13 +465,18 @@ class Layer(ABC):
         else:
             d_rec = self.d_rec_from(cache, adj) if adj.d_rec is None else adj.d_rec
             rec_total = d_rec.sum(axis=(0, 1)) if self.bias else None
-        H_prev = cache.H_prev.reshape(T * B, self.hidden_size)
-        dW = d_rec.reshape(T * B, G).T @ H_prev  # Σ_t d_rec_tᵀ h_{t-1}
+        H_prev = recurrent_input(cache, rmask).reshape(T * B, self.hidden_size)
+        dW = d_rec.reshape(T * B, G).T @ H_prev  # Σ_t d_rec_tᵀ h_{t-1} (masked as it entered W h_{t-1})
         grads = self.named((dV, dW, *self.bias_grads(in_total, rec_total)))
         return grads, dx, adj.dstate0, adj if keep else None
 
     def param_terms(
-        self, params: dict[str, np.ndarray], cache: Any, adj: Adjoints, wanted: set[str] | None = None
+        self,
+        params: dict[str, np.ndarray],
+        cache: Any,
+        adj: Adjoints,
+        wanted: set[str] | None = None,
+        rmask: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """The terms of the sums over time: ``{name: (T, *shape)}``, summing to the gradients.
 
@@ -411,7 +492,7 @@ class Layer(ABC):
 
         T, _, G = adj.d_in.shape
         dW = (
-            step_terms(adj.d_rec, cache.H_prev, self.hidden_size)
+            step_terms(adj.d_rec, recurrent_input(cache, rmask), self.hidden_size)
             if need(rec_name)
             else np.broadcast_to(np.zeros((), adj.d_rec.dtype), (T, G, self.hidden_size))
         )
@@ -428,6 +509,11 @@ class Layer(ABC):
     @abstractmethod
     def token_kernel(self, params: dict[str, np.ndarray], dtype: np.dtype) -> TokenKernel:
         """This layer prepared for one token at a time at batch size 1 (see :class:`TokenKernel`)."""
+
+
+def recurrent_input(cache: Any, rmask: np.ndarray | None) -> np.ndarray:
+    """``h_0 .. h_{T-1}`` as they entered the recurrent product ``W h_{t-1}``: masked by ``rmask`` (B, H)."""
+    return cache.H_prev if rmask is None else cache.H_prev * rmask
 
 
 def state_buffer(h0: np.ndarray, T: int) -> np.ndarray:

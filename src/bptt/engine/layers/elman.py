@@ -146,25 +146,29 @@ class ElmanLayer(Layer):
         return (cache.H[t],)
 
     # -- the reference step ------------------------------------------------------------------------
-    def step_forward(self, w, x_t, state):
+    def step_forward(self, w, x_t, state, rmask=None):
         V, W, b = w
         (h_prev,) = state
-        a = input_term(V, x_t) + h_prev @ W.T  # a_t = V x_t + W h_{t-1}
+        h_rec = h_prev if rmask is None else h_prev * rmask  # recurrent dropout: h_{t-1} as W sees it
+        a = input_term(V, x_t) + h_rec @ W.T  # a_t = V x_t + W h_{t-1}
         if b is not None:
             a = a + b  # ... + b_h
         h = self.activation.f(a)  # h_t = f_h(a_t)
         return (h,), h
 
-    def step_backward(self, w, x_t, state_prev, kept, dstate):
+    def step_backward(self, w, x_t, state_prev, kept, dstate, rmask=None):
         V, W, b = w
         (h_prev,) = state_prev
+        h_rec = h_prev if rmask is None else h_prev * rmask
         h = kept  # h_t
         (dh,) = dstate  # total ∂J/∂h_t
         da = dh * self.activation.df(h)  # through h_t = f_h(a_t); f_h' is read from h_t
         dh_prev = da @ W  # into h_{t-1}: a_t = … + W h_{t-1}
+        if rmask is not None:
+            dh_prev = dh_prev * rmask  # … through the dropout mask
         dx = None if is_tokens(x_t) else da @ V  # into x_t: a_t = V x_t + …
         dV = input_grad(da, x_t, self.input_size)  # this step's da_t x_tᵀ
-        dW = da.T @ h_prev  # this step's da_t h_{t-1}ᵀ
+        dW = da.T @ h_rec  # this step's da_t h_{t-1}ᵀ
         db = da.sum(axis=0) if b is not None else None  # this step's da_t, summed over the batch
         return StepGrads(dstate=(dh_prev,), dweights=(dV, dW, db), dx=dx, d_in=da, d_rec=da)
 
@@ -176,7 +180,7 @@ class ElmanLayer(Layer):
         return ElmanCache(x=x, h0=S[0], H=S[1:], H_prev=S[:-1])
 
     # -- fast kernels --------------------------------------------------------------------------------
-    def fast_forward(self, params, x, state0):
+    def fast_forward(self, params, x, state0, *, pad=None, rmask=None):
         V, W, b = self.weights(params)
         (h0,) = state0
         f = self.activation.f
@@ -186,15 +190,22 @@ class ElmanLayer(Layer):
         H = A  # h_t overwrites a_t in place: a_t is not needed by backward
         h = S[0]
         rec = np.empty_like(h0)
+        hm = None if rmask is None else np.empty_like(h0)
         for t in range(A.shape[0]):
             a = A[t]
-            a += np.dot(h, WT, out=rec)  # the recurrent term, the only product in the loop
-            h = f(a, out=H[t])
+            a += np.dot(h if hm is None else np.multiply(h, rmask, out=hm), WT, out=rec)  # the only product
+            h_new = f(a, out=H[t])
+            rows = None if pad is None else pad.at(t)
+            if rows is not None:
+                np.copyto(h_new, h, where=rows)  # padding: the state stays
+            h = h_new
         cache = ElmanCache(x=x, h0=S[0], H=H, H_prev=S[:-1])
         freeze(S, cache.h0, H, cache.H_prev)  # the buffer too: no view of it can be made writeable again
         return H, (h.copy(),), cache
 
-    def fast_adjoints(self, params, cache: ElmanCache, dH, dstate_T, *, overwrite_dH=False, keep=True) -> Adjoints:
+    def fast_adjoints(
+        self, params, cache: ElmanCache, dH, dstate_T, *, overwrite_dH=False, keep=True, pad=None, rmask=None
+    ) -> Adjoints:
         W = self.weights(params)[1]
         H = cache.H
         T, B, Hs = H.shape
@@ -206,11 +217,19 @@ class ElmanLayer(Layer):
         F = df(H) if H.size <= _WHOLE_WINDOW_DF else None
         f_t = np.empty((B, Hs), H.dtype)
         dh_next = np.zeros((B, Hs), H.dtype) if dstate_T is None else dstate_T[0].copy()
+        dh_pad = None if pad is None else np.empty((B, Hs), H.dtype)
         for t in range(T - 1, -1, -1):
-            # total ∂J/∂h_t: direct term + everything from later steps (in place unless kept)
-            dh = np.add(dA[t], dh_next, out=dA[t] if DH is None else DH[t])
+            rows = None if pad is None else pad.at(t)
+            # total ∂J/∂h_t: direct term + everything from later steps (in place unless kept or padded)
+            dh = np.add(dA[t], dh_next, out=DH[t] if DH is not None else dA[t] if rows is None else dh_pad)
             np.multiply(dh, df(H[t], out=f_t) if F is None else F[t], out=dA[t])  # through f_h
+            if rows is not None:
+                dA[t][rows[:, 0]] = 0.0  # padding: the step did not happen
             np.dot(dA[t], W, out=dh_next)  # into h_{t-1}
+            if rmask is not None:
+                dh_next *= rmask  # … through the recurrent dropout mask
+            if rows is not None:
+                np.copyto(dh_next, dh, where=rows)  # padding copied h_{t-1}: its gradient passes through
         return Adjoints(d_in=dA, d_rec=dA, dh=DH, dstate0=(dh_next,))
 
     def token_kernel(self, params, dtype):

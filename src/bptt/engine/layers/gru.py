@@ -139,13 +139,14 @@ class GRULayer(Layer):
         return (cache.H[t],)
 
     # -- the reference step ------------------------------------------------------------------------
-    def step_forward(self, w, x_t, state):
+    def step_forward(self, w, x_t, state, rmask=None):
         V, W, b, b_hn = w
         (h_prev,) = state
+        h_rec = h_prev if rmask is None else h_prev * rmask  # recurrent dropout: h_{t-1} as W sees it
         zx = input_term(V, x_t)  # V x_t
         if b is not None:
             zx = zx + b  # ... + b
-        zh = h_prev @ W.T  # W h_{t-1}
+        zh = h_rec @ W.T  # W h_{t-1}
         zx_r, zx_u, zx_n = np.split(zx, 3, axis=1)
         zh_r, zh_u, zh_n = np.split(zh, 3, axis=1)
         r = sigmoid(zx_r + zh_r)  # reset gate
@@ -155,9 +156,10 @@ class GRULayer(Layer):
         h = (1.0 - u) * n + u * h_prev  # h_t
         return (h,), GRUStep(r, u, n, hn)
 
-    def step_backward(self, w, x_t, state_prev, kept, dstate):
+    def step_backward(self, w, x_t, state_prev, kept, dstate, rmask=None):
         V, W, b, b_hn = w
         (h_prev,) = state_prev
+        h_rec = h_prev if rmask is None else h_prev * rmask
         r, u, n, hn = kept
         (dh,) = dstate  # total ∂J/∂h_t
         dn = dh * (1.0 - u)  # h_t = (1 − u) ⊙ n + u ⊙ h_{t-1}
@@ -169,10 +171,11 @@ class GRULayer(Layer):
         da_u = du * u * (1.0 - u)
         d_in = np.concatenate((da_r, da_u, da_n), axis=1)  # ∂J/∂(V x_t + b), (B, 3H)
         d_rec = np.concatenate((da_r, da_u, dhn), axis=1)  # ∂J/∂(W h_{t-1}), (B, 3H)
-        dh_prev = dh * u + d_rec @ W  # into h_{t-1}: directly and through W
+        through_W = d_rec @ W if rmask is None else (d_rec @ W) * rmask  # through W h_{t-1} (and the mask)
+        dh_prev = dh * u + through_W  # into h_{t-1}: directly and through W
         dx = None if is_tokens(x_t) else d_in @ V  # into x_t
         dV = input_grad(d_in, x_t, self.input_size)  # this step's d_in x_tᵀ
-        dW = d_rec.T @ h_prev  # this step's d_rec h_{t-1}ᵀ
+        dW = d_rec.T @ h_rec  # this step's d_rec h_{t-1}ᵀ
         db = d_in.sum(axis=0) if b is not None else None
         db_hn = dhn.sum(axis=0) if b_hn is not None else None
         return StepGrads(dstate=(dh_prev,), dweights=(dV, dW, db, db_hn), dx=dx, d_in=d_in, d_rec=d_rec)
@@ -190,7 +193,7 @@ class GRULayer(Layer):
         return GRUCache(x=x, h0=S[0], G=G, Hn=Hn, H=S[1:], H_prev=S[:-1])
 
     # -- fast kernels --------------------------------------------------------------------------------
-    def fast_forward(self, params, x, state0):
+    def fast_forward(self, params, x, state0, *, pad=None, rmask=None):
         V, W, b, b_hn = self.weights(params)
         Hs = self.hidden_size
         # σ(z) = (1 + tanh(z/2)) / 2 (as bptt.activations.sigmoid): halve the r and u pre-activations,
@@ -206,9 +209,11 @@ class GRULayer(Layer):
         Hn = np.empty((T, B, Hs), G.dtype)
         rec = np.empty((B, 3 * Hs), G.dtype)
         tmp = np.empty((B, Hs), G.dtype)
+        hm = None if rmask is None else np.empty((B, Hs), G.dtype)
         for t in range(T):
             z = G[t]
-            np.matmul(h, WT, out=rec)  # [W_r h, W_u h, W_n h]: the only product in the loop
+            h_rec = h if hm is None else np.multiply(h, rmask, out=hm)  # recurrent dropout
+            np.matmul(h_rec, WT, out=rec)  # [W_r h, W_u h, W_n h]: the only product in the loop
             ru = z[:, : 2 * Hs]
             ru += rec[:, : 2 * Hs]
             np.tanh(ru, out=ru)
@@ -226,12 +231,17 @@ class GRULayer(Layer):
             tmp *= n
             h_t = np.multiply(u, h, out=H[t])
             h_t += tmp  # h_t = (1 - u) n + u h_{t-1}
+            rows = None if pad is None else pad.at(t)
+            if rows is not None:
+                np.copyto(h_t, h, where=rows)  # padding: the state stays
             h = h_t
         cache = GRUCache(x=x, h0=S[0], G=G, Hn=Hn, H=H, H_prev=S[:-1])
         freeze(G, Hn, S, H, cache.h0, cache.H_prev)  # the buffer too: no view can be made writeable again
         return H, (h.copy(),), cache
 
-    def fast_adjoints(self, params, cache: GRUCache, dH, dstate_T, *, overwrite_dH=False, keep=True) -> Adjoints:
+    def fast_adjoints(
+        self, params, cache: GRUCache, dH, dstate_T, *, overwrite_dH=False, keep=True, pad=None, rmask=None
+    ) -> Adjoints:
         W = params["W" + self.suffix]
         Hs = self.hidden_size
         G, Hn = cache.G, cache.Hn
@@ -267,12 +277,19 @@ class GRULayer(Layer):
             dh = np.add(dH[t], dh_next, out=dh_t if DH is None else DH[t])  # direct + from later steps
             dzx = Mx[t]
             dzx *= dh[:, None, :]  # ∂J/∂ of the input-side pre-activations of step t
+            rows = None if pad is None else pad.at(t)
+            if rows is not None:
+                dzx[rows[:, 0]] = 0.0  # padding: the step did not happen
             dzh = dzh_t if D_rec is None else D_rec[t]
             dzh[:, :2] = dzx[:, :2]
             np.multiply(dzx[:, 2], R[t], out=dzh[:, 2])
             np.matmul(dzh.reshape(B, 3 * Hs), W, out=back)
+            if rmask is not None:
+                back *= rmask  # … through the recurrent dropout mask
             np.multiply(dh, U[t], out=dh_next)
             dh_next += back  # into h_{t-1}: directly and through W
+            if rows is not None:
+                np.copyto(dh_next, dh, where=rows)  # padding copied h_{t-1}: its gradient passes through
         d_rec = None if D_rec is None else D_rec.reshape(T, B, 3 * Hs)
         return Adjoints(d_in=Mx.reshape(T, B, 3 * Hs), d_rec=d_rec, dh=DH if keep else None, dstate0=(dh_next,))
 

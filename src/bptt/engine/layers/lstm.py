@@ -146,10 +146,11 @@ class LSTMLayer(Layer):
         return (cache.H[t], cache.C[t])
 
     # -- the reference step ------------------------------------------------------------------------
-    def step_forward(self, w, x_t, state):
+    def step_forward(self, w, x_t, state, rmask=None):
         V, W, b = w
         h_prev, c_prev = state
-        z = input_term(V, x_t) + h_prev @ W.T  # z_t = V x_t + W h_{t-1}
+        h_rec = h_prev if rmask is None else h_prev * rmask  # recurrent dropout: h_{t-1} as W sees it
+        z = input_term(V, x_t) + h_rec @ W.T  # z_t = V x_t + W h_{t-1}
         if b is not None:
             z = z + b  # ... + b
         z_i, z_f, z_g, z_o = np.split(z, 4, axis=1)
@@ -162,9 +163,10 @@ class LSTMLayer(Layer):
         h = o * tanh_c  # h_t = o ⊙ tanh(c_t)
         return (h, c), LSTMStep(i, f, g, o, tanh_c)
 
-    def step_backward(self, w, x_t, state_prev, kept, dstate):
+    def step_backward(self, w, x_t, state_prev, kept, dstate, rmask=None):
         V, W, b = w
         h_prev, c_prev = state_prev
+        h_rec = h_prev if rmask is None else h_prev * rmask
         i, f, g, o, tanh_c = kept
         dh, dc_next = dstate  # total ∂J/∂h_t; ∂J/∂c_t through step t + 1
         do = dh * tanh_c  # h_t = o ⊙ tanh(c_t)
@@ -179,9 +181,11 @@ class LSTMLayer(Layer):
         dz_o = do * o * (1.0 - o)
         dz = np.concatenate((dz_i, dz_f, dz_g, dz_o), axis=1)  # ∂J/∂z_t, (B, 4H)
         dh_prev = dz @ W  # into h_{t-1}: z_t = … + W h_{t-1}
+        if rmask is not None:
+            dh_prev = dh_prev * rmask  # … through the dropout mask
         dx = None if is_tokens(x_t) else dz @ V  # into x_t: z_t = V x_t + …
         dV = input_grad(dz, x_t, self.input_size)  # this step's dz x_tᵀ
-        dW = dz.T @ h_prev  # this step's dz h_{t-1}ᵀ
+        dW = dz.T @ h_rec  # this step's dz h_{t-1}ᵀ
         db = dz.sum(axis=0) if b is not None else None  # this step's dz, summed over the batch
         return StepGrads(dstate=(dh_prev, dc_prev), dweights=(dV, dW, db), dx=dx, d_in=dz, d_rec=dz)
 
@@ -200,7 +204,7 @@ class LSTMLayer(Layer):
         return LSTMCache(x=x, h0=S[0], c0=Cs[0], G=G, C=Cs[1:], tanhC=tanhC, H=S[1:], H_prev=S[:-1], C_prev=Cs[:-1])
 
     # -- fast kernels --------------------------------------------------------------------------------
-    def fast_forward(self, params, x, state0):
+    def fast_forward(self, params, x, state0, *, pad=None, rmask=None):
         V, W, b = self.weights(params)
         h, c = state0
         Hs = self.hidden_size
@@ -221,9 +225,10 @@ class LSTMLayer(Layer):
         tanhC = np.empty_like(C)
         rec = np.empty((B, 4 * Hs), G.dtype)
         ig = np.empty((B, Hs), G.dtype)
+        hm = None if rmask is None else np.empty((B, Hs), G.dtype)
         for t in range(T):
             z = G[t]
-            z += np.matmul(h, WT, out=rec)  # the recurrent term, the only product in the loop
+            z += np.matmul(h if hm is None else np.multiply(h, rmask, out=hm), WT, out=rec)  # the only product
             np.tanh(z, out=z)
             z *= scale
             z += shift  # [i, f, g, o] gate activations
@@ -232,11 +237,17 @@ class LSTMLayer(Layer):
             c += np.multiply(i, g, out=ig)
             np.tanh(c, out=tanhC[t])
             h = np.multiply(o, tanhC[t], out=H[t])
+            rows = None if pad is None else pad.at(t)
+            if rows is not None:  # padding: the state stays
+                np.copyto(c, Cs[t], where=rows)
+                np.copyto(h, S[t], where=rows)
         cache = LSTMCache(x=x, h0=S[0], c0=Cs[0], G=G, C=C, tanhC=tanhC, H=H, H_prev=S[:-1], C_prev=Cs[:-1])
         freeze(G, tanhC, S, Cs, cache.h0, cache.c0, C, H, cache.H_prev, cache.C_prev)  # buffers too
         return H, (h.copy(), c.copy()), cache
 
-    def fast_adjoints(self, params, cache: LSTMCache, dH, dstate_T, *, overwrite_dH=False, keep=True) -> Adjoints:
+    def fast_adjoints(
+        self, params, cache: LSTMCache, dH, dstate_T, *, overwrite_dH=False, keep=True, pad=None, rmask=None
+    ) -> Adjoints:
         W = params["W" + self.suffix]
         Hs = self.hidden_size
         G, tanhC = cache.G, cache.tanhC
@@ -265,15 +276,26 @@ class LSTMLayer(Layer):
         DH = np.empty((T, B, Hs), G.dtype) if keep else None
         dh_t = np.empty((B, Hs), G.dtype)
         dc = np.empty((B, Hs), G.dtype)
+        dc_pad = None if pad is None else np.empty((B, Hs), G.dtype)
         for t in range(T - 1, -1, -1):
+            rows = None if pad is None else pad.at(t)
+            if rows is not None:
+                dc_pad[...] = dc_next  # ∂J/∂c_t from later steps, for the padding rows
             dh = np.add(dH[t], dh_next, out=dh_t if DH is None else DH[t])  # direct + from later steps
             np.multiply(dh, dh_dc[t], out=dc)  # through h_t = o ⊙ tanh(c_t) ...
             dc += dc_next  # ... plus c_t's path into c_{t+1}
             dz = M[t]
             dz[:, :3] *= dc[:, None, :]  # i, f, g gates, through c_t
             dz[:, 3] *= dh  # o gate, through h_t
+            if rows is not None:
+                dz[rows[:, 0]] = 0.0  # padding: the step did not happen
             np.multiply(dc, F[t], out=dc_next)  # into c_{t-1}
             np.matmul(dz.reshape(B, 4 * Hs), W, out=dh_next)  # into h_{t-1}
+            if rmask is not None:
+                dh_next *= rmask  # … through the recurrent dropout mask
+            if rows is not None:  # padding copied (h, c) from step t - 1: their gradients pass through
+                np.copyto(dh_next, dh, where=rows)
+                np.copyto(dc_next, dc_pad, where=rows)
         dZ = M.reshape(T, B, 4 * Hs)
         return Adjoints(d_in=dZ, d_rec=dZ, dh=DH if keep else None, dstate0=(dh_next, dc_next))
 
