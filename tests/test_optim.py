@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import bptt
-from bptt.optim import SGD, Adagrad, Adam, AdamW, RMSprop, clip_grad_norm, make_optimizer
+from bptt.optim import SGD, Adagrad, Adam, AdamW, RMSprop, clip_grad_norm, clip_grad_value, make_optimizer
 from bptt.schedules import Schedule
 
 SHAPES = {"W": (4, 3), "b": (4,), "U": (2, 4)}
@@ -164,6 +164,17 @@ def test_make_optimizer_by_name():
     assert opt.momentum == 0.5 and opt.nesterov
     with pytest.raises(ValueError, match=r"optimizer must be one of .*'adam'.*got 'lbfgs'"):
         make_optimizer("lbfgs", _params(), 0.1)
+
+
+def test_adagrad_adds_eps_after_the_square_root_like_torch_not_inside_like_min_char_rnn():
+    # From G = 0 one step is lr·g / (|g| + ε) (PyTorch); min-char-rnn's lr·g / √(g² + ε) differs.
+    g = np.array([1e-4, -3e-5, 2.0])
+    lr, eps = 0.1, 1e-8
+    p = {"w": np.zeros(3)}
+    Adagrad(p, lr=lr, eps=eps).step({"w": g})
+    np.testing.assert_allclose(p["w"], -lr * g / (np.abs(g) + eps), rtol=1e-15)
+    min_char_rnn = -lr * g / np.sqrt(g * g + eps)
+    assert not np.allclose(p["w"], min_char_rnn, rtol=1e-3)
 
 
 def test_optimizer_trains_a_real_model():
@@ -486,6 +497,119 @@ def test_clip_grad_norm_zero_gradients():
     grads = {"W": np.zeros((2, 2)), "b": np.zeros(2)}
     assert clip_grad_norm(grads, 1.0) == 0.0
     assert all(not g.any() for g in grads.values())
+
+
+def _torch_value(grads, clip_value):
+    ts = []
+    for g in grads.values():
+        t = torch.zeros(g.shape, dtype=torch.from_numpy(g).dtype, requires_grad=True)
+        t.grad = torch.tensor(g)
+        ts.append(t)
+    torch.nn.utils.clip_grad_value_(ts, clip_value)
+    return [t.grad.numpy() for t in ts]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("clip_value", [0.5, 1.7, 100.0])
+def test_clip_grad_value_clamps_each_entry_like_torch(dtype, clip_value):
+    grads = {k: v.astype(dtype) for k, v in _grads(1, scale=2.0)[0].items()}
+    original = copy.deepcopy(grads)
+    ids = {k: id(v) for k, v in grads.items()}
+    want = _torch_value(original, clip_value)
+    peak = clip_grad_value(grads, clip_value)
+    assert peak == max(float(np.abs(g).max()) for g in original.values())  # the ∞-norm before clipping
+    assert {k: id(v) for k, v in grads.items()} == ids  # in place
+    for (k, g), w in zip(grads.items(), want, strict=True):
+        assert g.dtype == dtype
+        np.testing.assert_array_equal(g, w, err_msg=k)
+        np.testing.assert_array_equal(g, np.clip(original[k], -clip_value, clip_value), err_msg=k)
+    if clip_value == 100.0:  # nothing above the bound: nothing changes, and the result says so
+        assert peak < clip_value
+        for k in grads:
+            np.testing.assert_array_equal(grads[k], original[k])
+    else:
+        assert peak > clip_value and any((np.abs(original[k]) > clip_value).any() for k in grads)
+
+
+def test_clip_grad_value_is_min_char_rnns_clip():
+    rng = np.random.default_rng(3)
+    dWxh, dWhh, dWhy, dbh, dby = (10 * rng.standard_normal(s) for s in [(5, 4), (5, 5), (4, 5), (5, 1), (4, 1)])
+    mine = {"V": dWxh.copy(), "W": dWhh.copy(), "U": dWhy.copy(), "b_h": dbh.copy(), "b_y": dby.copy()}
+    for dparam in [dWxh, dWhh, dWhy, dbh, dby]:
+        np.clip(dparam, -5, 5, out=dparam)  # min-char-rnn: mitigate exploding gradients
+    clip_grad_value(mine, 5)
+    for k, want in zip(mine, [dWxh, dWhh, dWhy, dbh, dby], strict=True):
+        np.testing.assert_array_equal(mine[k], want, err_msg=k)
+
+
+def test_clip_grad_value_over_named_keys_only():
+    grads = _grads(1, scale=3.0)[0]
+    grads["h0"] = np.full(3, 1e3)  # not a parameter: neither measured nor clamped
+    peak = clip_grad_value(grads, 0.5, names=list(SHAPES))
+    assert peak < 1e3
+    np.testing.assert_array_equal(grads["h0"], np.full(3, 1e3))
+    assert all(np.abs(grads[k]).max() <= 0.5 for k in SHAPES)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_clip_grad_value_names_the_non_finite_gradient_and_changes_nothing(bad):
+    # Clamping would turn ±Inf into ±c (and leave NaN): the failure must not pass silently.
+    grads = _grads(1, scale=10.0)[0]
+    grads["b"][2] = bad
+    original = copy.deepcopy(grads)
+    with pytest.raises(FloatingPointError, match=r"gradient of 'b' is not finite"):
+        clip_grad_value(grads, 1.0)
+    for k in grads:  # W, which comes first and holds entries above 1, was not clipped either
+        np.testing.assert_array_equal(grads[k], original[k], err_msg=k)
+    grads["b"][2] = 0.0
+    grads["U"][0, 0] = bad
+    with pytest.raises(FloatingPointError, match=r"'U'"):
+        clip_grad_value(grads, 1.0, names=["W", "U"])
+    clip_grad_value(original, 1.0, names=["W", "U"])  # the bad entry of b is not among the names
+
+
+@pytest.mark.parametrize(
+    "clip_value, error, pattern",
+    [
+        (0, ValueError, r"clip_grad_value: clip_value must be a finite number > 0, got 0"),
+        (-5.0, ValueError, r"clip_grad_value: clip_value must be a finite number > 0, got -5.0"),
+        (float("nan"), ValueError, r"clip_grad_value: clip_value must be a finite number > 0, got nan"),
+        (float("inf"), ValueError, r"clip_grad_value: clip_value must be a finite number > 0, got inf"),
+        (None, TypeError, r"clip_grad_value: clip_value must be a finite number > 0, got None"),
+        (True, TypeError, r"clip_grad_value: clip_value must be a finite number > 0, got True"),
+        ("5", TypeError, r"clip_grad_value: clip_value must be a finite number > 0, got '5'"),
+    ],
+)
+def test_clip_grad_value_validates_clip_value(clip_value, error, pattern):
+    grads = _grads(1)[0]
+    original = copy.deepcopy(grads)
+    with pytest.raises(error, match=pattern):
+        clip_grad_value(grads, clip_value)
+    for k in grads:
+        np.testing.assert_array_equal(grads[k], original[k])
+
+
+@pytest.mark.parametrize("bad", [np.ones(3, dtype=np.int64), [1.0, 2.0]])
+def test_clip_grad_value_refuses_non_float_gradients(bad):
+    with pytest.raises(
+        TypeError, match=r"clip_grad_value: gradient of 'W' must be a float array, got (dtype int64|list)"
+    ):
+        clip_grad_value({"W": bad, "b": np.ones(2)}, 1.0)
+
+
+def test_clip_grad_value_of_empty_and_zero_gradients():
+    assert clip_grad_value({}, 1.0) == 0.0
+    grads = {"W": np.zeros((2, 2)), "e": np.zeros(0), "b": np.full(2, -0.25)}
+    assert clip_grad_value(grads, 1.0) == 0.25
+    assert clip_grad_value(grads, 0.1) == 0.25
+    np.testing.assert_array_equal(grads["b"], [-0.1, -0.1])
+
+
+def test_clip_grad_value_is_public():
+    import bptt.training.optim
+
+    assert "clip_grad_value" in bptt.training.optim.__all__
+    assert bptt.optim.clip_grad_value is bptt.training.optim.clip_grad_value is clip_grad_value
 
 
 @pytest.mark.parametrize(("cls", "kw"), [(Adam, dict(lr=0.01, weight_decay=0.1)), (AdamW, dict(lr=0.01))])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import pytest
 import bptt
 from bptt.checkpoint import load_checkpoint
 from bptt.cli import main
+from bptt.optim import clip_grad_norm, clip_grad_value
 from bptt.train import TrainConfig, Trainer, TrainingError, TrainState, build_model, evaluate_loss, prepare_data
 
 TEXT = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(400))
@@ -88,10 +90,16 @@ def _clipped(grads, m, max_norm):
     return {k: grads[k] * scale for k in m.params}
 
 
+@pytest.mark.parametrize("dropout", [(0.0, 0.0), (0.3, 0.2)], ids=["no-dropout", "dropout"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("cell, optimizer", [("lstm", "adam"), ("gru", "rmsprop"), ("elman", "sgd")])
-def test_interrupted_and_resumed_run_equals_the_uninterrupted_run_bit_for_bit(tmp_path, corpus, dtype, cell, optimizer):
-    cfg = small(dtype=dtype, cell=cell, optimizer=optimizer, momentum=0.9 if optimizer == "sgd" else 0.0, steps=12)
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_run_bit_for_bit(
+    tmp_path, corpus, dtype, cell, optimizer, dropout
+):
+    momentum = 0.9 if optimizer == "sgd" else 0.0
+    p, q = dropout
+    stack = dict(num_layers=2, dropout=p, recurrent_dropout=q) if p else {}  # dropout acts between layers
+    cfg = small(cell=cell, dtype=dtype, optimizer=optimizer, momentum=momentum, **stack)
     data = prepare_data([corpus], cfg)
     whole = Trainer(cfg, data, tmp_path / "whole", log=lambda m: None)
     whole.run()
@@ -111,6 +119,12 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_run_bit_for_bit(tm
     rows_split = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     strip = [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows_whole]
     assert strip == [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows_split]
+    if p or q:  # the masks' generator was saved and restored, and both runs drew as many masks
+        assert resumed.state.dropout_rng.bit_generator.state == whole.state.dropout_rng.bit_generator.state
+        saved = load_checkpoint(tmp_path / "split" / "latest.safetensors").train["dropout_rng"]
+        assert saved == whole.state.dropout_rng.bit_generator.state and saved["bit_generator"] == "PCG64"
+    else:
+        assert whole.state.dropout_rng is None and "dropout_rng" not in whole.state.record()
 
 
 def test_best_and_latest_checkpoints_and_early_stopping(tmp_path, corpus):
@@ -238,8 +252,6 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, corpus, capsys, argv
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("bptt: error: ")
-    import re
-
     assert re.search(pattern, lines[0]), lines[0]
 
 
@@ -466,3 +478,228 @@ def test_checkpoints_without_gradient_statistics_still_resume(tmp_path, corpus):
     state = TrainState.from_record(old, tr.state.carried)
     assert (state.grad_norm_max, state.grad_norm_sum, state.clipped_steps) == (0.0, 0.0, 0)
     assert state.step == 3 and state.window_n == 1
+
+
+# -- clipping by value, dropout -------------------------------------------------------------------
+
+NEW_SETTINGS = ("clip_value", "dropout", "recurrent_dropout")
+
+
+def test_new_settings_default_to_off_and_old_configs_load():
+    d = TrainConfig()
+    assert (d.clip_value, d.dropout, d.recurrent_dropout) == (None, 0.0, 0.0)
+    old = {k: v for k, v in small(clip=2.0).to_json().items() if k not in NEW_SETTINGS}  # before these existed
+    cfg = TrainConfig.from_json(old)
+    assert cfg == small(clip=2.0)
+    new = dict(clip_value=0.5, num_layers=2, dropout=0.25, recurrent_dropout=0.1)
+    assert TrainConfig.from_json(small(**new).to_json()) == small(**new)
+
+
+@pytest.mark.parametrize(
+    "settings, pattern",
+    [
+        (dict(clip_value=0.0), r"clip_value must be a finite number > 0, got 0.0"),
+        (dict(clip_value=-1), r"clip_value must be a finite number > 0, got -1"),
+        (dict(clip_value=float("inf")), r"clip_value must be a finite number > 0, got inf"),
+        (dict(dropout=1.0), r"dropout must be a finite number in \[0, 1\), got 1.0"),
+        (dict(dropout=-0.1), r"dropout must be a finite number in \[0, 1\), got -0.1"),
+        (dict(recurrent_dropout=1.5), r"recurrent_dropout must be a finite number in \[0, 1\), got 1.5"),
+        (dict(recurrent_dropout=float("nan")), r"recurrent_dropout must be a finite number in \[0, 1\), got nan"),
+    ],
+)
+def test_new_settings_are_validated(settings, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        small(**settings)
+
+
+def test_dropout_needs_stacked_layers():
+    with pytest.raises(ValueError, match=r"dropout acts between stacked layers .* needs num_layers ≥ 2"):
+        small(dropout=0.2)
+    assert small(num_layers=2, dropout=0.2).dropout == 0.2
+    assert small(recurrent_dropout=0.2).recurrent_dropout == 0.2  # one layer: recurrent dropout only
+
+
+def test_clip_value_clamps_each_entry_after_the_norm_clip(corpus):
+    cfg = small(cell="elman", dtype="float64", optimizer="sgd", lr=0.1, clip=0.2, clip_value=0.02, steps=1)
+    data = prepare_data([corpus], cfg)
+    tr = Trainer(cfg, data, corpus.parent / "run")
+    m = tr.model.copy()
+    x, y = tr.streams[:, :8].T, tr.streams[:, 1:9].T
+    grads = m.loss_and_grad(x, y, loss_weights=np.full(x.shape, 1 / 8)).grads
+    norm_first = {k: g.copy() for k, g in grads.items()}
+    norm = clip_grad_norm(norm_first, 0.2, names=m.params)
+    peak = clip_grad_value(norm_first, 0.02, names=m.params)
+    value_first = {k: g.copy() for k, g in grads.items()}
+    clip_grad_value(value_first, 0.02, names=m.params)
+    clip_grad_norm(value_first, 0.2, names=m.params)
+    assert norm > 0.2 and peak > 0.02  # both clips act on this step
+    assert not all(np.allclose(norm_first[k], value_first[k]) for k in m.params)  # and their order matters
+
+    out = tr.train_step()
+    assert out["clipped"] == 1.0 and out["value_clipped"] == 1.0 and out["grad_norm"] == norm
+    for k in m.params:
+        np.testing.assert_allclose(tr.model.params[k], m.params[k] - 0.1 * norm_first[k], rtol=1e-13, atol=1e-15)
+
+
+def test_clip_value_alone_and_off(corpus):
+    base = dict(cell="elman", dtype="float64", optimizer="sgd", lr=0.1, clip=None, steps=1)
+    data = prepare_data([corpus], small(**base))
+    off = Trainer(small(**base), data, corpus.parent / "a")
+    loose = Trainer(small(**base, clip_value=1e6), data, corpus.parent / "b")
+    tight = Trainer(small(**base, clip_value=1e-3), data, corpus.parent / "c")
+    start = {k: v.copy() for k, v in off.model.params.items()}
+    outs = [tr.train_step() for tr in (off, loose, tight)]
+    assert [o["value_clipped"] for o in outs] == [0.0, 0.0, 1.0]
+    assert all(o["clipped"] == 0.0 for o in outs)
+    for k in start:
+        np.testing.assert_array_equal(off.model.params[k], loose.model.params[k])  # nothing above 1e6
+        assert np.abs(tight.model.params[k] - start[k]).max() <= 0.1 * 1e-3 * (1 + 1e-12)  # each entry ≤ lr·v
+
+
+def test_build_model_passes_dropout_only_when_set(monkeypatch):
+    import bptt.train
+
+    calls = []
+
+    def fake(*args, **kwargs):
+        calls.append(kwargs)
+
+    monkeypatch.setitem(bptt.train.MODELS, "gru", fake)
+    build_model(small(), 10)
+    build_model(small(num_layers=2, dropout=0.3), 10)
+    build_model(small(recurrent_dropout=0.2), 10)
+    assert "dropout" not in calls[0] and "recurrent_dropout" not in calls[0]  # the same model as before dropout
+    assert (calls[1]["dropout"], calls[1]["recurrent_dropout"]) == (0.3, 0.0)
+    assert (calls[2]["dropout"], calls[2]["recurrent_dropout"]) == (0.0, 0.2)
+
+
+def test_train_state_records_and_restores_the_dropout_generator():
+    rng = np.random.default_rng(7)
+    rng.random(5)  # somewhere in the stream
+    state = TrainState(step=3, dropout_rng=rng)
+    rec = json.loads(json.dumps(state.record()))  # as a checkpoint stores it
+    again = TrainState.from_record(rec, {})
+    assert again.step == 3
+    assert np.array_equal(again.dropout_rng.random(100), rng.random(100))
+    assert "dropout_rng" not in TrainState(step=3).record()  # runs without dropout: the record of before
+    assert TrainState.from_record(TrainState(step=3).record(), {}).dropout_rng is None
+    with pytest.raises(ValueError, match=r"dropout_rng must be a PCG64 state"):
+        TrainState.from_record({**rec, "dropout_rng": {"bit_generator": "MT19937"}}, {})
+
+
+def test_dropout_generator_is_seeded_by_the_run_seed_apart_from_the_sample_streams():
+    from bptt.train import dropout_generator
+
+    assert dropout_generator(small()) is None
+    a, b, c = (dropout_generator(small(recurrent_dropout=0.1, seed=s)) for s in (0, 0, 1))
+    assert a.bit_generator.state == b.bit_generator.state != c.bit_generator.state
+    first = a.random(4)
+    for step in range(3):  # Trainer.sample draws from default_rng([seed, step])
+        assert not np.array_equal(np.random.default_rng([0, step]).random(4), first)
+
+
+def test_resume_refuses_a_dropout_run_without_its_generator(tmp_path, corpus):
+    import dataclasses
+
+    cfg = small(steps=4, eval_every=2, recurrent_dropout=0.3)
+    data = prepare_data([corpus], cfg)
+    tr = Trainer(cfg, data, tmp_path, log=lambda m: None)
+    tr.save("latest.safetensors")
+    ckpt = load_checkpoint(tmp_path / "latest.safetensors")
+    assert "dropout_rng" in ckpt.train
+    stripped = dataclasses.replace(ckpt, train={k: v for k, v in ckpt.train.items() if k != "dropout_rng"})
+    with pytest.raises(TrainingError, match=r"uses dropout but its checkpoint has no dropout RNG state"):
+        Trainer.resume(tmp_path / "latest.safetensors", data, tmp_path, ckpt=stripped)
+    broken = dataclasses.replace(ckpt, train={**ckpt.train, "dropout_rng": {"bit_generator": "PCG64"}})
+    with pytest.raises(TrainingError, match=r"malformed training record"):
+        Trainer.resume(tmp_path / "latest.safetensors", data, tmp_path, ckpt=broken)
+
+
+def test_runs_without_dropout_never_pass_a_generator(tmp_path, corpus):
+    cfg = small(steps=2, eval_every=2)
+    data = prepare_data([corpus], cfg)
+    tr = Trainer(cfg, data, tmp_path, log=lambda m: None)
+    seen, loss_and_grad = [], tr.model.loss_and_grad
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return loss_and_grad(*args, **kwargs)
+
+    tr.model.loss_and_grad = spy
+    tr.run()
+    assert len(seen) == 2 and all("dropout_rng" not in kw for kw in seen)
+
+
+# These need the engine's dropout (bptt.Elman/LSTM/GRU(..., dropout=, recurrent_dropout=) and
+# loss_and_grad(..., dropout_rng=)).
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_dropout_changes_training_but_never_evaluation(tmp_path, corpus, cell):
+    kw = dict(cell=cell, dtype="float64", num_layers=2, steps=3, eval_every=3)
+    data = prepare_data([corpus], small(**kw))
+    plain = Trainer(small(**kw), data, tmp_path / "plain", log=lambda m: None)
+    dropped = Trainer(small(**kw, dropout=0.4, recurrent_dropout=0.3), data, tmp_path / "drop", log=lambda m: None)
+    for name in plain.model.params:  # the same initial weights: dropout adds no parameters
+        np.testing.assert_array_equal(plain.model.params[name], dropped.model.params[name])
+    # Evaluation runs the whole network: equal losses, and no mask drawn.
+    before = dropped.state.dropout_rng.bit_generator.state
+    assert dropped.evaluate() == plain.evaluate()
+    assert dropped.evaluate() == plain.evaluate()
+    assert dropped.state.dropout_rng.bit_generator.state == before
+    assert evaluate_loss(dropped.model, data.val, 4, 8, 400) == evaluate_loss(plain.model, data.val, 4, 8, 400)
+    # Training drops: the same windows give another loss, and the generator advances.
+    a, b = plain.train_step(), dropped.train_step()
+    assert a["loss"] != b["loss"]
+    assert dropped.state.dropout_rng.bit_generator.state != before
+    # The same run twice is the same run.
+    again = Trainer(small(**kw, dropout=0.4, recurrent_dropout=0.3), data, tmp_path / "again", log=lambda m: None)
+    assert again.train_step()["loss"] == b["loss"]
+
+
+def test_dropout_run_draws_masks_from_the_state_generator(tmp_path, corpus):
+    cfg = small(cell="gru", dtype="float64", num_layers=2, steps=2, eval_every=2, dropout=0.2, recurrent_dropout=0.1)
+    data = prepare_data([corpus], cfg)
+    tr = Trainer(cfg, data, tmp_path, log=lambda m: None)
+    seen, loss_and_grad = [], tr.model.loss_and_grad
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("dropout_rng"))
+        return loss_and_grad(*args, **kwargs)
+
+    tr.model.loss_and_grad = spy
+    tr.run()
+    assert len(seen) == 2 and all(rng is tr.state.dropout_rng for rng in seen)
+
+
+def test_cli_train_with_dropout_and_clip_value(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    extra = ("--steps", 4, "--eval-every", 2, "--layers", 2, "--dropout", 0.2, "--recurrent-dropout", 0.1)
+    extra += ("--clip-value", 0.5)
+    code, _, err = _train_cli(capsys, corpus, out, *extra)
+    assert code == 0, err
+    cfg = bptt.train.checkpoint_config(load_checkpoint(out / "latest.safetensors"))
+    assert (cfg.dropout, cfg.recurrent_dropout, cfg.clip_value) == (0.2, 0.1, 0.5)
+    code, _, err = run_cli(capsys, "train", corpus, "--resume", out / "latest.safetensors", "--steps", 6)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (["--clip-value", "-1"], r"clip_value must be a finite number > 0, got -1.0"),
+        (["--dropout", "1"], r"dropout must be a finite number in \[0, 1\), got 1.0"),
+        (["--recurrent-dropout", "-0.5"], r"recurrent_dropout must be a finite number in \[0, 1\), got -0.5"),
+    ],
+)
+def test_cli_refuses_bad_dropout_and_clip_value(tmp_path, corpus, capsys, extra, pattern):
+    code, _, err = run_cli(capsys, "train", corpus, "--out", tmp_path / "run", *extra)
+    assert code == 2 and re.search(pattern, err), err
+
+
+def test_cli_clip_value_zero_is_off(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    code, _, err = _train_cli(capsys, corpus, out, "--steps", 2, "--eval-every", 2, "--clip-value", 0)
+    assert code == 0, err
+    cfg = bptt.train.checkpoint_config(load_checkpoint(out / "latest.safetensors"))
+    assert cfg.clip_value is None and cfg.dropout == 0.0 and cfg.recurrent_dropout == 0.0

@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--activation", default=d.activation, help="Elman f_h: tanh, relu, sigmoid, identity")
     g.add_argument("--embedding-size", type=int, default=d.embedding_size)
     g.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype)
+    g.add_argument("--dropout", type=float, default=d.dropout, metavar="P", help="between layers (training only)")
+    g.add_argument("--recurrent-dropout", type=float, default=d.recurrent_dropout, metavar="P", help="on h_{t-1}")
     g = t.add_argument_group("text")
     g.add_argument("--level", choices=["char", "word"], default=d.level)
     g.add_argument("--max-vocab", type=int, default=d.max_vocab, help="word level: keep this many tokens")
@@ -103,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--gamma", type=float, default=d.gamma)
     g.add_argument("--min-lr", type=float, default=d.min_lr)
     g.add_argument("--clip", type=float, default=d.clip, help="global gradient-norm clip (0: off)")
+    g.add_argument(
+        "--clip-value", type=float, default=d.clip_value, metavar="V", help="then clamp each entry to [-V, V] (0: off)"
+    )
     g = t.add_argument_group("run")
     g.add_argument("--steps", type=int, default=None, help=f"updates in all (default {d.steps}; with --resume: extend)")
     g.add_argument("--eval-every", type=int, default=d.eval_every)
@@ -151,8 +156,9 @@ def _parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace) -> TrainConfig:
     keys = set(TrainConfig.__dataclass_fields__) & set(vars(args))
     values = {k: getattr(args, k) for k in keys}
-    if values.get("clip") == 0:
-        values["clip"] = None
+    for name in ("clip", "clip_value"):
+        if values.get(name) == 0:
+            values[name] = None
     if values.get("eval_tokens") == 0:
         values["eval_tokens"] = None
     return TrainConfig(**values)

@@ -25,7 +25,11 @@ class TrainConfig:
     Model
         ``cell`` ("elman", "lstm", "gru"), ``hidden_size``, ``num_layers``,
         ``activation`` (Elman's f_h), ``embedding_size`` (None: one-hot inputs),
-        ``dtype``.
+        ``dtype``, ``dropout`` (probability of dropping a unit of every layer's output but
+        the last, as ``torch.nn.LSTM``; needs ``num_layers`` ≥ 2), ``recurrent_dropout``
+        (probability of dropping a unit of ``h_{t-1}`` where it enters ``W h_{t-1}``, one mask
+        per stream and window). Both in [0, 1), 0: off; training steps only, never
+        evaluation or sampling.
     Text
         ``level`` ("char" or "word"), ``max_vocab`` (word level: keep the most
         frequent, the rest become ``<unk>``; default 10,000), ``val_fraction`` (the last part of the
@@ -38,7 +42,8 @@ class TrainConfig:
         ``momentum`` / ``nesterov`` (sgd), ``weight_decay`` (None: 0.01 for adamw, 0
         otherwise), ``schedule``
         ("constant", "cosine", "step"), ``warmup``, ``step_size`` / ``gamma``
-        (step schedule), ``min_lr`` (cosine), ``clip`` (global gradient norm; None: off).
+        (step schedule), ``min_lr`` (cosine), ``clip`` (global gradient norm; None: off),
+        ``clip_value`` (clamp every gradient entry to [−v, v] after the norm clip; None: off).
     Run
         ``steps`` (updates), ``eval_every``, ``eval_tokens`` (validation tokens per
         evaluation; None: all), ``patience`` (evaluations without improvement before
@@ -52,6 +57,8 @@ class TrainConfig:
     activation: str = "tanh"
     embedding_size: int | None = None
     dtype: str = "float32"
+    dropout: float = 0.0  # P(drop) of a unit of each layer's output but the last (training steps only)
+    recurrent_dropout: float = 0.0  # P(drop) of a unit of h_{t-1} where it enters W h_{t-1} (ditto)
     level: str = "char"
     max_vocab: int | None = None
     val_fraction: float = 0.05
@@ -69,6 +76,7 @@ class TrainConfig:
     gamma: float = 0.5
     min_lr: float = 0.0
     clip: float | None = 5.0
+    clip_value: float | None = None  # applied after clip: the norm first, then each entry to [-v, v]
     steps: int = 1000
     eval_every: int = 100
     eval_tokens: int | None = 20000
@@ -116,6 +124,9 @@ class TrainConfig:
         number("gamma", high=1.0, high_strict=False)  # a decay factor
         number("min_lr", strict=False)
         number("clip", optional=True)
+        number("clip_value", optional=True)
+        number("dropout", strict=False, high=1.0)
+        number("recurrent_dropout", strict=False, high=1.0)
         if self.bptt_len is not None and self.bptt_len < self.seq_len:
             raise ValueError(f"bptt_len (k2) must be ≥ seq_len (k1) = {self.seq_len}, got {self.bptt_len}")
         number("weight_decay", strict=False, optional=True)
@@ -127,6 +138,11 @@ class TrainConfig:
             raise ValueError(f"activation applies to the elman cell only; {self.cell} gates have fixed activations")
         if self.optimizer != "sgd" and (self.momentum or self.nesterov):
             raise ValueError(f"momentum and nesterov apply to the sgd optimizer only, not {self.optimizer}")
+        if self.dropout and self.num_layers == 1:
+            raise ValueError(
+                "dropout acts between stacked layers (on every layer's output but the last), so it needs "
+                "num_layers ≥ 2; for one layer use recurrent_dropout"
+            )
         if self.level == "char" and self.max_vocab is not None:
             raise ValueError("max_vocab applies to level 'word' only (character level keeps every character)")
 
@@ -143,6 +159,7 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        """The settings :meth:`to_json` wrote; those it lacks (older checkpoints) take their defaults."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -9,7 +9,7 @@ same hyper-parameters mean the same thing:
 name        update for each parameter θ with gradient g (lr = learning rate)
 ==========  =====================================================================
 sgd         v ← μ v + g;  θ ← θ − lr·(g + μ v if nesterov else v)
-adagrad     G ← G + g²;   θ ← θ − lr·g / (√G + ε)                 (min-char-rnn)
+adagrad     G ← G + g²;   θ ← θ − lr·g / (√G + ε)   (PyTorch; min-char-rnn: √(G + ε))
 rmsprop     s ← α s + (1−α) g²;  θ ← θ − lr·g / (√s + ε)
 adam        m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²;
             θ ← θ − lr·m̂ / (√v̂ + ε),  m̂ = m/(1−β1ᵗ), v̂ = v/(1−β2ᵗ)
@@ -18,6 +18,11 @@ adamw       adam, plus decoupled decay θ ← θ − lr·λ·θ
 
 ``weight_decay`` for sgd / adagrad / rmsprop / adam is the classic L2 term
 (``g ← g + λ θ``); adamw decouples it.
+
+Two clips act on the gradients before a step: :func:`clip_grad_norm` rescales all of
+them together to a global L2 norm (``torch.nn.utils.clip_grad_norm_``), and
+:func:`clip_grad_value` clamps each entry to ``[−c, c]`` (``torch.nn.utils.clip_grad_value_``;
+min-char-rnn's ``np.clip(dparam, -5, 5, out=dparam)``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,18 @@ import numpy as np
 
 from .. import _checks
 
-__all__ = ["OPTIMIZERS", "SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "clip_grad_norm", "make_optimizer"]
+__all__ = [
+    "OPTIMIZERS",
+    "SGD",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Optimizer",
+    "RMSprop",
+    "clip_grad_norm",
+    "clip_grad_value",
+    "make_optimizer",
+]
 
 
 class _Flat:
@@ -216,7 +232,13 @@ class SGD(Optimizer):
 
 
 class Adagrad(Optimizer):
-    """Adagrad: per-element rates shrinking with the accumulated squared gradient."""
+    """Adagrad: per-element rates shrinking with the accumulated squared gradient.
+
+    ``G ← G + g²;  θ ← θ − lr·g / (√G + ε)``: ε is added after the square root, as in
+    ``torch.optim.Adagrad``. min-char-rnn adds it inside (``dparam / np.sqrt(mem + 1e-8)``,
+    i.e. ``√(G + ε)``); the two differ noticeably only while ``G`` is tiny (at ``G = 0``
+    min-char-rnn divides by √ε = 1e-4, bptt and PyTorch by ε = 1e-8).
+    """
 
     name = "adagrad"
     _slots = ("sum_sq",)
@@ -311,6 +333,17 @@ def make_optimizer(name: str, params, lr, **options) -> Optimizer:
     return OPTIMIZERS[name](params, lr, **options)
 
 
+def _float_grads(grads: Mapping[str, np.ndarray], names, where: str) -> list[str]:
+    """The keys to clip (``names``, or all of ``grads``), each holding a float array."""
+    keys = list(grads) if names is None else list(names)
+    for k in keys:
+        g = grads[k]
+        if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
+            got = f"dtype {g.dtype}" if isinstance(g, np.ndarray) else type(g).__name__
+            raise TypeError(f"{where}: gradient of {k!r} must be a float array, got {got}")
+    return keys
+
+
 def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float | None, names=None) -> float:
     """Scale ``grads`` in place so their global L2 norm is at most ``max_norm``; return the norm before.
 
@@ -322,12 +355,7 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float | None, names=N
     TypeError
         When a gradient is not a float array.
     """
-    keys = list(grads) if names is None else list(names)
-    for k in keys:
-        g = grads[k]
-        if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
-            got = f"dtype {g.dtype}" if isinstance(g, np.ndarray) else type(g).__name__
-            raise TypeError(f"clip_grad_norm: gradient of {k!r} must be a float array, got {got}")
+    keys = _float_grads(grads, names, "clip_grad_norm")
     # Fast path: Σ g_i² by one BLAS dot per gradient. A NaN or Inf anywhere makes it non-finite,
     # so the element-wise finiteness check only runs when the sum is not finite. ravel(order="K")
     # is a view for any contiguous layout (np.vdot walks e.g. a transposed ∂J/∂V ≈ 25× slower).
@@ -355,3 +383,52 @@ def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float | None, names=N
         for k in keys:
             grads[k] *= scale
     return total
+
+
+def clip_grad_value(grads: dict[str, np.ndarray], clip_value: float, names=None) -> float:
+    """Clamp every entry of ``grads`` in place to ``[−clip_value, clip_value]``; return the largest |g| before.
+
+    min-char-rnn's ``np.clip(dparam, -5, 5, out=dparam)`` and ``torch.nn.utils.clip_grad_value_``.
+    Unlike :func:`clip_grad_norm`, which rescales all gradients together and keeps their
+    direction, this clips each entry on its own: the direction changes whenever anything
+    is clipped.
+
+    Parameters
+    ----------
+    grads : dict of ndarray
+        Gradients, clamped in place (dtypes and shapes are kept).
+    clip_value : float
+        ``c > 0``.
+    names : iterable of str, optional
+        The keys to clip (default: all); others (e.g. ``"h0"``) are neither measured nor changed.
+
+    Returns
+    -------
+    float
+        ``max |g_i|`` over the named gradients before clipping (their ∞-norm; 0.0 when
+        all are empty), so ``result > clip_value`` tells whether anything was clipped, as
+        ``clip_grad_norm(...) > max_norm`` does for the norm.
+
+    Raises
+    ------
+    FloatingPointError
+        When a gradient holds NaN or Inf, naming it, before any gradient is changed:
+        clamping would turn ±Inf into ±c and hide the failure (NaN would pass unchanged).
+    TypeError
+        When a gradient is not a float array.
+    ValueError
+        When ``clip_value`` is not a finite number > 0.
+    """
+    c = _checks.real(clip_value, "clip_value", "clip_grad_value")
+    keys = _float_grads(grads, names, "clip_grad_value")
+    peaks = []
+    for k in keys:
+        g = grads[k]
+        peak = max(float(g.max(initial=0.0)), -float(g.min(initial=0.0)))  # max |g_i| without an |g| copy
+        if not math.isfinite(peak):  # max and min propagate NaN; ±Inf is its own extreme
+            raise FloatingPointError(f"gradient of {k!r} is not finite (NaN or Inf)")
+        peaks.append(peak)
+    for k, peak in zip(keys, peaks, strict=True):
+        if peak > c:
+            np.clip(grads[k], -c, c, out=grads[k])
+    return max(peaks, default=0.0)

@@ -15,9 +15,17 @@ The loss is the mean per-token cross-entropy of the scored steps (weights
 ``1/k1`` in bptt's ``J = (1/B) Σ_t Σ_b w_tb Loss_tb``).
 
 Everything that decides the next step lives in :class:`TrainState` (step,
-stream position, carried hidden state, optimizer moments, RNG state), and a
+stream position, carried hidden state, optimizer moments, the dropout RNG's state), and a
 checkpoint stores all of it: a run stopped and resumed equals the
 uninterrupted run bit for bit on the same machine and thread count.
+
+**Gradient clipping.** Each step's gradient is first rescaled to global norm ≤ ``clip``
+(:func:`bptt.optim.clip_grad_norm`), then every entry clamped to ``[−clip_value, clip_value]``
+(:func:`bptt.optim.clip_grad_value`), each when set.
+
+**Dropout** (``dropout`` between stacked layers, ``recurrent_dropout`` on ``h_{t-1}``) is
+drawn in training steps only, new masks every window, from ``TrainState.dropout_rng``;
+evaluation and sampling run the whole network.
 
 **Training health.** Every ``metrics.jsonl`` row (one per evaluation) also shows
 whether gradients explode or vanish (gradient norms, clipped steps, the recurrent
@@ -55,7 +63,7 @@ from .allocator import retain_freed_memory
 from .config import DEFAULT_WORD_VOCAB, TrainConfig, TrainingError, checkpoint_config
 from .evaluation import LN2 as LN2
 from .evaluation import Progress, evaluate_loss, metrics_row, score, score_unit, streams, truncate_metrics
-from .optim import Optimizer, clip_grad_norm, make_optimizer
+from .optim import Optimizer, clip_grad_norm, clip_grad_value, make_optimizer
 from .schedules import Schedule
 
 CELLS = MODELS  # this module's name for the one cell table, bptt.engine.models.MODELS
@@ -104,10 +112,33 @@ def build_model(config: TrainConfig, vocab_size: int) -> RNN:
     )
     if config.cell == "elman":
         kwargs["activation"] = config.activation
+    if config.dropout or config.recurrent_dropout:  # only then: runs without dropout build the same model as before
+        kwargs.update(dropout=config.dropout, recurrent_dropout=config.recurrent_dropout)
     return MODELS[config.cell](vocab_size, config.hidden_size, vocab_size, output="softmax", **kwargs)
 
 
 HEALTH_FIELDS = ("grad_norm_max", "grad_norm_sum", "clipped_steps")  # TrainState's gradient statistics
+DROPOUT_STREAM = 1  # the dropout RNG is the child stream (seed, spawn_key=(1,)) of the run's seed
+
+
+def dropout_generator(config: TrainConfig) -> np.random.Generator | None:
+    """A fresh run's RNG for dropout masks (None when the run has no dropout).
+
+    A child stream of ``config.seed`` (:class:`numpy.random.SeedSequence` spawn key), apart from
+    the ``(seed, step)`` streams that samples draw from.
+    """
+    if not (config.dropout or config.recurrent_dropout):
+        return None
+    return np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(DROPOUT_STREAM,)))
+
+
+def generator_from_state(state: object) -> np.random.Generator:
+    """The generator whose ``bit_generator.state`` was ``state`` (a JSON-able PCG64 state dict)."""
+    if not isinstance(state, dict) or state.get("bit_generator") != "PCG64":
+        raise ValueError(f"dropout_rng must be a PCG64 state, got {state!r:.80}")
+    bits = np.random.PCG64()
+    bits.state = state  # checks the keys and values
+    return np.random.Generator(bits)
 
 
 @dataclass
@@ -126,18 +157,33 @@ class TrainState:
     grad_norm_sum: float = 0.0  # their sum (for the mean)
     clipped_steps: int = 0  # steps since the last evaluation whose gradient was clipped
     stopped: str | None = None  # why the run ended early (early stopping), if it did
+    dropout_rng: np.random.Generator | None = None  # draws the dropout masks; None: the run has no dropout
     carried: dict[str, np.ndarray] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
-        """Every field but the carried state (saved as tensors), JSON-able."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "carried"}
+        """Every field but the carried state (saved as tensors), JSON-able.
+
+        ``dropout_rng`` is recorded as its bit generator's state (a dict of ints), and only
+        when there is one: a run without dropout writes the same record as before dropout existed.
+        """
+        rec = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("carried", "dropout_rng")}
+        if self.dropout_rng is not None:
+            rec["dropout_rng"] = self.dropout_rng.bit_generator.state
+        return rec
 
     @classmethod
     def from_record(cls, rec: dict[str, Any], carried: dict[str, np.ndarray]) -> TrainState:
-        names = [f.name for f in fields(cls) if f.name != "carried" and f.name not in HEALTH_FIELDS]
+        optional = (*HEALTH_FIELDS, "dropout_rng", "carried")
+        names = [f.name for f in fields(cls) if f.name not in optional]
         # Checkpoints written before the health metrics existed resume with an empty interval.
         health = {k: rec[k] for k in HEALTH_FIELDS if k in rec}
-        return cls(**{k: rec[k] for k in names}, **health, carried={k: v.copy() for k, v in carried.items()})
+        rng = generator_from_state(rec["dropout_rng"]) if rec.get("dropout_rng") is not None else None
+        return cls(
+            **{k: rec[k] for k in names},
+            **health,
+            dropout_rng=rng,
+            carried={k: v.copy() for k, v in carried.items()},
+        )
 
     def reset_interval(self) -> None:
         """Start a new evaluation interval: clear the running loss and gradient statistics."""
@@ -184,7 +230,9 @@ class Trainer:
             options.update(momentum=config.momentum, nesterov=config.nesterov)
         self.optimizer: Optimizer = make_optimizer(config.optimizer, self.model.params, self.schedule, **options)
         self.streams = streams(data.train, config.batch_size)
-        self.state = TrainState(carried=self.model.initial_state(config.batch_size))
+        self.state = TrainState(
+            carried=self.model.initial_state(config.batch_size), dropout_rng=dropout_generator(config)
+        )
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.should_stop: Callable[[], bool] = lambda: False  # polled between steps (e.g. after Ctrl-C)
         # The last train_step's forward pass, for the saturation metric (read at the evaluation
@@ -193,8 +241,9 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------
     def _record(self) -> dict[str, Any]:
-        # Training draws no random numbers (the stream order is fixed; samples use an RNG derived
-        # from (seed, step)), so the state below, the weights and the optimizer decide the rest.
+        # Training draws random numbers only for dropout masks, from state.dropout_rng (recorded
+        # below); the stream order is fixed, and samples use an RNG derived from (seed, step). So
+        # the state below, the weights and the optimizer decide the rest.
         return {
             "config": self.config.to_json(),
             **self.state.record(),
@@ -241,6 +290,8 @@ class Trainer:
             trainer.state = TrainState.from_record(rec, ckpt.state)
         except (KeyError, TypeError, ValueError) as exc:
             raise TrainingError(f"{name}: malformed training record in checkpoint ({exc})") from None
+        if trainer.state.dropout_rng is None and dropout_generator(config) is not None:
+            raise TrainingError(f"{name}: the run uses dropout but its checkpoint has no dropout RNG state")
         return trainer
 
     # -- one update ---------------------------------------------------------------------
@@ -248,8 +299,12 @@ class Trainer:
         """One TBPTT(k1, k2) update.
 
         Returns its ``loss``, global ``grad_norm`` (before clipping), ``lr``, ``clipped``
-        (1.0 if the gradient was clipped, else 0.0) and ``grad_norm/<param>`` for every
-        parameter (before clipping).
+        (1.0 if the gradient norm was clipped to ``clip``, else 0.0), ``value_clipped`` (1.0 if
+        an entry was then clamped to ``±clip_value``, else 0.0) and ``grad_norm/<param>`` for
+        every parameter (before clipping).
+
+        With dropout, the masks come from ``state.dropout_rng``; the hidden state carried to the
+        next window is the one this (dropped-out) forward pass computed.
         """
         cfg, s, m = self.config, self.state, self.model
         k1, overlap = cfg.k1, cfg.k2 - cfg.k1
@@ -265,14 +320,18 @@ class Trainer:
         w = np.zeros(x.shape, m.dtype)
         w[s.pos - start :] = 1.0 / k1  # score only the k1 new steps; mean per token
         self._last_forward = None  # let the previous pass's caches go before the new pass allocates
+        # A run without dropout passes no dropout_rng: its steps are exactly those of before dropout existed.
+        dropout = {} if s.dropout_rng is None else {"dropout_rng": s.dropout_rng}
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught just below
-            r = m.loss_and_grad(x, y, s.carried, loss_weights=w)
+            r = m.loss_and_grad(x, y, s.carried, loss_weights=w, **dropout)
         if not math.isfinite(r.loss):
             raise TrainingError(f"step {s.step + 1}: loss is {r.loss}; stopping before it reaches the weights")
         try:
             # Per-parameter norms before clipping (clip_grad_norm of one array is its overflow-safe norm).
             param_norms = {f"grad_norm/{k}": clip_grad_norm({k: r.grads[k]}, None) for k in m.params}
             norm = clip_grad_norm(r.grads, cfg.clip, names=m.params.keys())
+            # Then each entry to [−clip_value, clip_value]: the order the config documents.
+            peak = 0.0 if cfg.clip_value is None else clip_grad_value(r.grads, cfg.clip_value, names=m.params.keys())
         except FloatingPointError as exc:
             raise TrainingError(f"step {s.step + 1}: {exc}; stopping before it reaches the weights") from None
         lr = self.optimizer.current_lr()
@@ -290,7 +349,15 @@ class Trainer:
         s.tokens += k1 * cfg.batch_size
         self._last_forward = r.forward
         clipped = float(cfg.clip is not None and norm > cfg.clip)
-        return {"loss": r.loss, "grad_norm": norm, "lr": lr, "clipped": clipped, **param_norms}
+        value_clipped = float(cfg.clip_value is not None and peak > cfg.clip_value)
+        return {
+            "loss": r.loss,
+            "grad_norm": norm,
+            "lr": lr,
+            "clipped": clipped,
+            "value_clipped": value_clipped,
+            **param_norms,
+        }
 
     # -- training health -------------------------------------------------------------------
     def health(self) -> dict[str, float]:
