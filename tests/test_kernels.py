@@ -243,14 +243,18 @@ def test_kernels_argument_everywhere():
 
 
 # -- variable lengths, reverse directions, recurrent dropout, many-to-one --------------------------
+SEQ_CELLS = (*CELLS, "gru_classic")  # gru_classic: LayerSpec("gru", H, reset_after=False)
 SEQ_CASES = list(
-    itertools.product(CELLS, ("lecture", "concat"), (True, False), (False, True), (1, 2), (False, True), (False, True))
+    itertools.product(
+        SEQ_CELLS, ("lecture", "concat"), (True, False), (False, True), (1, 2), (False, True), (False, True)
+    )
 )
 
 
 @pytest.mark.parametrize("cell, notation, bias, tokens, depth, bidirectional, ragged", SEQ_CASES)
 def test_sequence_features_equal_the_reference_step(cell, notation, bias, tokens, depth, bidirectional, ragged):
-    specs = [bptt.LayerSpec(cell, H, bidirectional=bidirectional) for _ in range(depth)]
+    kind, variant = ("gru", {"reset_after": False}) if cell == "gru_classic" else (cell, {})
+    specs = [bptt.LayerSpec(kind, H, bidirectional=bidirectional, **variant) for _ in range(depth)]
     fast = bptt.RNN(D, specs, O, bias=bias, notation=notation, seed=3, dropout=0.3, recurrent_dropout=0.4)
     randomise_biases(fast)
     ref = fast.with_kernels("reference")

@@ -36,6 +36,7 @@ from .engine.network import Forward as Forward
 from .engine.network import LayerSpec as LayerSpec
 from .engine.network import LossAndGrad as LossAndGrad
 from .engine.network import Trace as Trace
+from .engine.stack import DropoutMasks as DropoutMasks
 from .engine.stepper import Stepper as Stepper
 from .text.generate import Generation as Generation
 from .text.generate import generate as generate

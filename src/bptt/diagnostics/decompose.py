@@ -96,6 +96,7 @@ def gradient_by_gap(
     h0: object = None,
     *,
     loss_weights: object = None,
+    lengths: object = None,
 ) -> GapDecomposition:
     """Split ``∂J/∂param`` by how many steps separate each loss from where the parameter acted.
 
@@ -113,6 +114,8 @@ def gradient_by_gap(
         Initial state (zeros if ``None``).
     loss_weights : array (T, B), optional
         ``w_tb`` in ``J = (1/B) Σ_b Σ_t w_tb Loss_tb``, as for :meth:`RNN.loss_and_grad`.
+    lengths : int array (B,), optional
+        Real steps of each sequence (no loss at padding steps).
 
     Returns
     -------
@@ -130,7 +133,12 @@ def gradient_by_gap(
     True
     """
     where = "gradient_by_gap"
-    problem = float64_problem(model, x, h0, where, y=y, loss_weights=loss_weights, targets=True)
+    problem = float64_problem(model, x, h0, where, y=y, loss_weights=loss_weights, targets=True, lengths=lengths)
+    if model.bidirectional:
+        raise ValueError(
+            f"{where}: the gap t − k assumes each loss depends on earlier steps only; "
+            f"bidirectional layers are not supported"
+        )
     if not isinstance(param, str):
         raise TypeError(f"{where}: param must be a parameter name (str), got {param!r}")
     if param not in model.params:
@@ -138,7 +146,7 @@ def gradient_by_gap(
     # Validated in the model's own dtype (as loss_and_grad does), analysed in float64.
     m, x64, y64, w = problem.model, problem.x, problem.y, problem.w
     T, B = problem.T, problem.B
-    fwd = m.forward(x64, problem.h0)
+    fwd = m.forward(x64, problem.h0, lengths=problem.lengths)
     per_step = m.output.loss(fwd.logits, y64)  # (T, B)
     if w is not None:
         per_step = per_step * w

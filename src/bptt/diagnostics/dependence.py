@@ -115,6 +115,7 @@ def gradient_dependence(
     step: int | None = None,
     h0: object = None,
     loss_weights: object = None,
+    lengths: object = None,
     eps: float = 1e-4,
     rtol: float = 1e-8,
 ) -> Dependence:
@@ -144,6 +145,8 @@ def gradient_dependence(
         Initial state (zeros if ``None``).
     loss_weights : array (T, B), optional
         ``w_tb``, as for :meth:`RNN.loss_and_grad`.
+    lengths : int array (B,), optional
+        Real steps of each sequence, as for :meth:`RNN.loss_and_grad` (no loss at padding).
     eps : float
         The central perturbation ε of each element (absolute).
     rtol : float
@@ -156,7 +159,7 @@ def gradient_dependence(
     where = "gradient_dependence"
     eps = _checks.real(eps, "eps", where)
     rtol = _checks.real(rtol, "rtol", where, strict=False)
-    problem = float64_problem(model, x, h0, where, y=y, loss_weights=loss_weights, targets=True)
+    problem = float64_problem(model, x, h0, where, y=y, loss_weights=loss_weights, targets=True, lengths=lengths)
     T, B = problem.T, problem.B
     params, states = list(model.param_shapes), list(model.state_shapes)
     if not isinstance(of, str) or of not in ("x", *params, *states):
@@ -183,8 +186,8 @@ def gradient_dependence(
         weights = weights * only[:, None]  # Loss_t: J with every other step's weight set to 0
 
     def gradient() -> np.ndarray:
-        fwd = m.forward(x64, h)
-        d_logits = m.output.d_logits(fwd.outputs, y64, weights)  # ∂J/∂z2_t
+        fwd = m.forward(x64, h, lengths=problem.lengths)
+        d_logits = m.output.d_logits(fwd.outputs, y64, weights)  # ∂J/∂z2_t (weights are 0 at padding)
         G = m.backward(fwd, d_logits)[of]
         return G[step] if of == "x" and step is not None else G
 

@@ -114,6 +114,7 @@ def gradcheck(
     h0: object = None,
     *,
     loss_weights: object = None,
+    lengths: object = None,
     eps: float = 1e-5,
     rtol: float = 1e-6,
     atol: float | None = None,
@@ -127,8 +128,8 @@ def gradcheck(
     ----------
     model : RNN
         Any bptt network (left unchanged; a float64 copy is checked).
-    x, y, h0, loss_weights
-        As for :meth:`RNN.loss_and_grad`.
+    x, y, h0, loss_weights, lengths
+        As for :meth:`RNN.loss_and_grad` (``y`` may be one target per sequence).
     eps : float
         Finite-difference step.
     rtol : float
@@ -168,7 +169,7 @@ def gradcheck(
     # Private float64 copies of the network, the inputs and the state: the check perturbs them in place.
     m, x64, state = problem.model, problem.x, problem.h0
     y64 = _to64(y)
-    result = m.loss_and_grad(x64, y64, state, loss_weights=loss_weights)
+    result = m.loss_and_grad(x64, y64, state, loss_weights=loss_weights, lengths=lengths)
     if atol is None:
         atol = 1e-4 * max(1.0, abs(result.loss))
     inputs = {"x": x64} if x64.dtype.kind == "f" else {}
@@ -179,7 +180,7 @@ def gradcheck(
         raise ValueError(f"{where}: wrt names {unknown} are not gradients of this model; choose from {list(tensors)}")
 
     def J() -> float:
-        return m.loss(tensors["x"] if inputs else x64, y64, state, loss_weights=loss_weights)
+        return m.loss(tensors["x"] if inputs else x64, y64, state, loss_weights=loss_weights, lengths=lengths)
 
     entries = []
     for name in names:

@@ -148,6 +148,7 @@ def jacobian_map(
     x: object,
     h0: object = None,
     *,
+    lengths: object = None,
     batch_index: int = 0,
     norm: str = "spectral",
     exact_up_to: int = 256,
@@ -164,6 +165,8 @@ def jacobian_map(
         Inputs, as for :meth:`RNN.forward` (in the model's dtype).
     h0 : None, array, tuple or dict keyed by state name
         Initial state, as for :meth:`RNN.forward` (zeros if ``None``).
+    lengths : int array (B,), optional
+        Real steps of each sequence; the map covers the chosen sequence's real steps only.
     batch_index : int
         The sequence of the batch to analyse, in ``[0, B)``.
     norm : str
@@ -191,7 +194,12 @@ def jacobian_map(
         raise ValueError(f"{where}: exact_up_to must be a non-negative integer, got {exact_up_to!r}")
     iterations = _checks.positive_int(iterations, "iterations", where)
     rng = _checks.generator(seed, where)
-    problem = float64_problem(model, x, h0, where)  # validated in the model's dtype, errors named here
+    problem = float64_problem(model, x, h0, where, lengths=lengths)  # validated in the model's dtype
+    if model.bidirectional:
+        raise ValueError(
+            f"{where}: bidirectional layers are not supported: a reverse layer's state runs backwards in "
+            f"time, so s_t = (all layers' states at t) is no longer a function of s_(t-1) and x_t alone"
+        )
     b = int(_checks.batch_index(batch_index, problem.B, where))
 
     m = problem.model
@@ -204,7 +212,7 @@ def jacobian_map(
             f"raise exact_up_to or use norm='spectral'"
         )
     # The chosen sequence alone, in float64: x1 (T, 1, D) or (T, 1), s_0 (1, S).
-    x1 = problem.x[:, b : b + 1]
+    x1 = problem.x[: None if problem.lengths is None else int(problem.lengths[b]), b : b + 1]
     s0 = _join({name: s[b : b + 1] for name, s in problem.h0.items()}, slices)
     fwd = m.forward(x1, _split(s0, slices))
     T = x1.shape[0]

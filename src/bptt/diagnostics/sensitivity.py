@@ -4,7 +4,8 @@ The exam's question (b) asks for ``∂J/∂x_t``; its use is to find outlier inp
 gradient is unusually large. For one sequence with per-step losses ``Loss_t`` and
 ``J = Σ_t Loss_t``, :func:`input_sensitivity` reports::
 
-    M[t, s]   = ‖∂Loss_t/∂x_s‖₂          s ≤ t   (0 for s > t: x_s comes after Loss_t; stored as NaN)
+    M[t, s]   = ‖∂Loss_t/∂x_s‖₂          s ≤ t   (0 for s > t: x_s comes after Loss_t; stored as NaN —
+                                              except in a bidirectional network, whose reverse layers read ahead)
     g_s       = ∂J/∂x_s = Σ_{t≥s} ∂Loss_t/∂x_s
     z_s       = 0.6745 (‖g_s‖ − median) / MAD            robust z-score (Iglewicz & Hoaglin)
 
@@ -158,6 +159,7 @@ def input_sensitivity(
     h0: object = None,
     *,
     loss_weights: object = None,
+    lengths: object = None,
     batch_index: int = 0,
     threshold: float = 3.5,
 ) -> InputSensitivity:
@@ -175,6 +177,8 @@ def input_sensitivity(
         Initial state (zeros if ``None``).
     loss_weights : array (T, B), optional
         ``w_tb``: ``Loss_t`` of sequence b is ``w_tb Loss(y_tb, ŷ_tb)``.
+    lengths : int array (B,), optional
+        Real steps of each sequence: padding steps carry no loss and no gradient.
     batch_index : int
         The sequence to analyse, in ``[0, B)``.
     threshold : float
@@ -186,9 +190,15 @@ def input_sensitivity(
     """
     where = "input_sensitivity"
     threshold = _checks.real(threshold, "threshold", where)
-    problem = float64_problem(model, x, h0, where, y=y, loss_weights=loss_weights, targets=True)
+    problem = float64_problem(model, x, h0, where, y=y, loss_weights=loss_weights, targets=True, lengths=lengths)
     T, B = problem.T, problem.B
     b = int(_checks.batch_index(batch_index, B, where))
+    if model.bidirectional and not problem.dense and model.embedding_size is None:
+        raise ValueError(
+            f"{where}: token inputs of a bidirectional network are only supported with an embedding "
+            f"(each direction has its own V x_t); pass float inputs or use embedding_size"
+        )
+    length = T if problem.lengths is None else int(problem.lengths[b])
 
     m, dense = problem.model, problem.dense
     # The chosen sequence alone, in float64: x1 (T, D) or (T,), y1 (T,) or (T, O), w1 (T,).
@@ -196,7 +206,7 @@ def input_sensitivity(
     w1 = np.ones(T) if problem.w is None else problem.w[:, b]
     s1 = {name: s[b] for name, s in problem.h0.items()}  # each (H_k,)
 
-    fwd1 = m.forward(x1[:, None], {name: s[None] for name, s in s1.items()})
+    fwd1 = m.forward(x1[:, None], {name: s[None] for name, s in s1.items()}, lengths=[length])
     losses = m.output.loss(fwd1.logits, y1[:, None])[:, 0] * w1  # Loss_t, (T,)
     dz2 = m.output.d_logits(fwd1.outputs, y1[:, None], w1[:, None], batch_size=1)[:, 0]  # ∂Loss_t/∂z2_t, (T, O)
     parts = _parts(m, dense)
@@ -210,7 +220,8 @@ def input_sensitivity(
         R = ts.size
         # R replicas of the sequence; replica r is scored on step ts[r] alone.
         x_rep = np.repeat(x1[:, None], R, axis=1)  # (T, R, D) or (T, R)
-        fwd = m.forward(x_rep, {name: np.repeat(s[None], R, axis=0) for name, s in s1.items()})
+        h_rep = {name: np.repeat(s[None], R, axis=0) for name, s in s1.items()}
+        fwd = m.forward(x_rep, h_rep, lengths=np.full(R, length))
         d_logits = np.zeros_like(fwd.logits)  # (T, R, O)
         d_logits[ts, np.arange(R)] = dz2[ts]
         # The engine's backward, kept: Trace keeps neither the first layer's input-side adjoint
@@ -225,7 +236,8 @@ def input_sensitivity(
 
     gradients = step_grads.sum(axis=0)  # ∂J/∂v_s = Σ_t ∂Loss_t/∂v_s
     matrix = np.linalg.norm(step_grads, axis=2)
-    matrix[np.triu_indices(T, k=1)] = np.nan  # Loss_t does not depend on later inputs
+    if not m.bidirectional:
+        matrix[np.triu_indices(T, k=1)] = np.nan  # Loss_t does not depend on later inputs
     per_step = np.linalg.norm(gradients, axis=1)
     z = robust_z_scores(per_step)
     outliers = np.flatnonzero(np.abs(z) > threshold)

@@ -89,7 +89,7 @@ def _sigmoid_loss(z: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _squared_loss(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-(t, b) squared error ½‖z - y‖² (the identity output p = z)."""
     d = z - y
-    return 0.5 * np.einsum("tbo,tbo->tb", d, d)
+    return 0.5 * np.einsum("...o,...o->...", d, d)
 
 
 def _dense_residual(p: np.ndarray, y: np.ndarray) -> np.ndarray:

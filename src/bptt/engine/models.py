@@ -18,6 +18,7 @@ GRU            ``GRU(D, H, O)``                                                 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -164,7 +165,7 @@ class _Gated(RNN):
         kernels: str = "fast",
         _params: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        layers = _stack(self.cell, hidden_size, num_layers, self._name, bidirectional)
+        layers = self._layer_specs(hidden_size, num_layers, bidirectional)
         super().__init__(
             input_size,
             layers,
@@ -181,6 +182,9 @@ class _Gated(RNN):
             kernels=kernels,
             _params=_params,
         )
+
+    def _layer_specs(self, hidden_size, num_layers, bidirectional) -> list[LayerSpec]:
+        return _stack(self.cell, hidden_size, num_layers, self._name, bidirectional)
 
     @classmethod
     def build(cls, input_size, layers, output_size, settings, *, seed=None, params=None, kernels="fast") -> RNN:
@@ -230,6 +234,21 @@ class GRU(_Gated):
 
     _name = "GRU"
     cell = "gru"
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, *, reset_after: bool = True, **kwargs):
+        self._reset_after = reset_after  # read by _layer_specs while the base class builds the stack
+        super().__init__(input_size, hidden_size, output_size, **kwargs)
+
+    def _layer_specs(self, hidden_size, num_layers, bidirectional) -> list[LayerSpec]:
+        specs = super()._layer_specs(hidden_size, num_layers, bidirectional)
+        return [replace(s, reset_after=self._reset_after) for s in specs]
+
+    @classmethod
+    def build(cls, input_size, layers, output_size, settings, *, seed=None, params=None, kernels="fast") -> RNN:
+        """The factory :meth:`RNN.from_config` calls for a stack of GRU layers, all of one size and variant."""
+        extra = dict(bidirectional=layers[0].bidirectional, reset_after=layers[0].reset_after, seed=seed)
+        extra.update(kernels=kernels, _params=params)
+        return cls(input_size, layers[0].hidden_size, output_size, num_layers=len(layers), **extra, **settings)
 
 
 # The one table of named networks (bptt.engine.network.MODELS, which RNN.from_config reads).

@@ -414,9 +414,14 @@ class RNN(Stack):
 
         Truncated BPTT with overlapping windows starts the next window from here.
         """
-        T = fwd.logits.shape[0]
+        T = fwd.x.shape[0]
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < T:
             raise ValueError(f"{self._name}.state_at: t must be an integer in [0, {T}), got {t!r}")
+        if self.bidirectional:
+            raise ValueError(
+                f"{self._name}.state_at: a bidirectional network has no state after step t "
+                f"(its reverse layers have not read steps ≤ t yet); use fwd.state or fwd.hidden"
+            )
         return {
             name: s.copy()
             for layer, cache in zip(self.layers, fwd.caches, strict=True)

@@ -29,7 +29,7 @@ import numpy as np
 from .. import _checks
 from .activations import get_activation
 from .inputs import project, project_backward
-from .layers import CELLS, ELMAN_NOTATIONS, KERNELS, ElmanLayer, Layer
+from .layers import CELLS, ELMAN_NOTATIONS, KERNELS, ClassicGRULayer, ElmanLayer, Layer
 from .layers.base import Adjoints, Padding, flip
 from .losses import get_output
 from .readout import Readout
@@ -56,18 +56,24 @@ class LayerSpec:
         Add a reverse twin that reads each sequence's real steps backwards (parameters and
         states named with ``_reverse`` after the layer suffix); the layer's output at step t is
         ``[h_t; h_t^reverse]`` (2H), the next layer's input.
+    reset_after : bool
+        GRU only: ``True`` is PyTorch's GRU (reset applied to ``W_n h + b_hn``); ``False`` the
+        original of Cho et al. (Keras 2 / TF1's default), ``n = tanh(V_n x + b_n + W_n (r ⊙ h))``.
     """
 
     kind: str
     hidden_size: int
     activation: str = "tanh"
     bidirectional: bool = False
+    reset_after: bool = True
 
     def description(self) -> dict[str, Any]:
         """As stored in a config: the options left at their defaults are not written."""
         d: dict[str, Any] = dict(kind=self.kind, hidden_size=self.hidden_size, activation=self.activation)
         if self.bidirectional:
             d["bidirectional"] = True
+        if not self.reset_after:
+            d["reset_after"] = False
         return d
 
     @property
@@ -263,8 +269,11 @@ class Stack:
             if spec.kind not in CELLS:
                 raise ValueError(f"{where}: layers[{k}].kind must be one of {list(CELLS)}, got {spec.kind!r}")
             _checks.positive_int(spec.hidden_size, f"layers[{k}].hidden_size", where)
-            if not isinstance(spec.bidirectional, (bool, np.bool_)):
-                raise TypeError(f"{where}: layers[{k}].bidirectional must be True or False, got {spec.bidirectional!r}")
+            for flag in ("bidirectional", "reset_after"):
+                if not isinstance(getattr(spec, flag), (bool, np.bool_)):
+                    raise TypeError(f"{where}: layers[{k}].{flag} must be True or False, got {getattr(spec, flag)!r}")
+            if not spec.reset_after and spec.kind != "gru":
+                raise ValueError(f"{where}: layers[{k}].reset_after applies to gru layers only, got kind {spec.kind!r}")
             if spec.kind == "elman":
                 get_activation(spec.activation, f"{where}: layers[{k}]")
             elif spec.activation != "tanh":
@@ -289,7 +298,8 @@ class Stack:
                     activation = get_activation(spec.activation, self._name)
                     layer: Layer = ElmanLayer(d, spec.hidden_size, activation, notation=self.notation, **common)
                 else:
-                    layer = CELLS[spec.kind](d, spec.hidden_size, **common)
+                    cell = ClassicGRULayer if spec.kind == "gru" and not spec.reset_after else CELLS[spec.kind]
+                    layer = cell(d, spec.hidden_size, **common)
                 here.append(len(layers))
                 layers.append(layer)
             levels.append(tuple(here))

@@ -1,0 +1,166 @@
+"""Variable lengths and bidirectional layers in the diagnostics, the one-step APIs and argument checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt.stepper import Stepper
+
+D, H, O, T, B = 4, 3, 5, 6, 3
+LENGTHS = np.array([6, 2, 4])
+
+
+def _data(seed=0, tokens=False):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, D, (T, B)) if tokens else rng.standard_normal((T, B, D))
+    return x, rng.integers(0, O, (T, B))
+
+
+def _model(cell="gru", bidirectional=False, **kw):
+    return bptt.RNN(D, [bptt.LayerSpec(cell, H, bidirectional=bidirectional)] * 2, O, seed=1, **kw)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_gradcheck_with_lengths_and_one_target_per_sequence(bidirectional):
+    m = _model("lstm", bidirectional)
+    x, y = _data(2)
+    for target in (y, y[0]):
+        report = bptt.gradcheck(m, x, target, lengths=LENGTHS, max_elements=8)
+        assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_input_sensitivity_sees_only_real_steps(bidirectional):
+    m = _model("gru", bidirectional)
+    x, y = _data(3)
+    b = 2
+    s = bptt.input_sensitivity(m, x, y, lengths=LENGTHS, batch_index=b)
+    L = LENGTHS[b]
+    assert np.all(s.per_step[L:] == 0.0) and np.all(s.losses[L:] == 0.0)
+    alone = bptt.input_sensitivity(m, x[:L, b : b + 1], y[:L, b : b + 1])
+    np.testing.assert_allclose(s.gradients[:L], alone.gradients, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(s.losses[:L], alone.losses, rtol=1e-12)
+    # ∂J/∂x of the sequence alone is the engine's gradient (the loss of one sequence, B = 1)
+    g = m.loss_and_grad(x[:L, b : b + 1], y[:L, b : b + 1]).grads["x"][:, 0]
+    np.testing.assert_allclose(alone.gradients, g, rtol=1e-10, atol=1e-14)
+    upper = alone.matrix[np.triu_indices(L, k=1)]
+    if bidirectional:  # reverse layers read ahead: later inputs move earlier losses
+        assert np.isfinite(upper).all() and (upper > 0).any()
+    else:
+        assert np.isnan(upper).all()
+
+
+def test_input_sensitivity_refuses_raw_tokens_of_a_bidirectional_network():
+    x, y = _data(4, tokens=True)
+    with pytest.raises(ValueError, match=r"input_sensitivity: token inputs of a bidirectional network"):
+        bptt.input_sensitivity(_model("gru", True), x, y)
+    m = bptt.RNN(D, [bptt.LayerSpec("gru", H, bidirectional=True)], O, embedding_size=3, seed=0)
+    assert bptt.input_sensitivity(m, x, y).parts == {"e_t": slice(0, 3)}
+
+
+def test_gradient_dependence_and_gradient_by_gap_with_lengths():
+    m = _model("elman")
+    x, y = _data(5)
+    b, L = 1, LENGTHS[1]
+    dep = bptt.gradient_dependence(m, x, y, of="W_l1", wrt="W_l0", lengths=LENGTHS)
+    full = m.loss_and_grad(x, y, lengths=LENGTHS).grads["W_l1"]
+    np.testing.assert_allclose(dep.gradient, full, rtol=1e-12)
+    gap = bptt.gradient_by_gap(m, x, y, "W_l0", lengths=LENGTHS)
+    np.testing.assert_allclose(gap.total, m.loss_and_grad(x, y, lengths=LENGTHS).grads["W_l0"], rtol=1e-12)
+    np.testing.assert_allclose(gap.by_gap.sum(axis=0), gap.total, rtol=1e-10, atol=1e-15)
+    one = bptt.gradient_by_gap(m, x[:L, b : b + 1], y[:L, b : b + 1], "W_l0")
+    assert one.by_gap.shape[0] == L
+    with pytest.raises(ValueError, match=r"gradient_by_gap: .*bidirectional layers are not supported"):
+        bptt.gradient_by_gap(_model("elman", True), x, y, "W_l0")
+
+
+def test_jacobian_map_covers_the_real_steps_and_refuses_bidirectional():
+    m = _model("lstm")
+    x, _ = _data(6)
+    b = 1
+    got = bptt.jacobian_map(m, x, lengths=LENGTHS, batch_index=b)
+    alone = bptt.jacobian_map(m, x[: LENGTHS[b], b : b + 1])
+    np.testing.assert_allclose(got.norms, alone.norms, rtol=1e-12, equal_nan=True)
+    with pytest.raises(ValueError, match=r"jacobian_map: bidirectional layers are not supported"):
+        bptt.jacobian_map(_model("lstm", True), x)
+
+
+def test_one_step_apis_refuse_bidirectional_networks():
+    m = bptt.GRU(D, H, O, bidirectional=True, seed=0)
+    for call in (
+        lambda: m.step(np.zeros((1, D))),
+        lambda: bptt.generate(m, np.zeros(D), steps=2),
+        lambda: Stepper(m),
+    ):
+        with pytest.raises(ValueError, match=r"a bidirectional network has no one-step form"):
+            call()
+
+
+def test_trace_refuses_what_it_cannot_split_by_step():
+    m = _model("gru", dropout=0.5)
+    x, y = _data(7)
+    r = m.loss_and_grad(x, y[0])
+    with pytest.raises(ValueError, match=r"trace: per-step terms are not available for many-to-one passes"):
+        m.trace(r.forward, np.zeros_like(r.forward.logits))
+    r = m.loss_and_grad(x, y, dropout_rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"trace: per-step terms are not available for passes with dropout"):
+        m.trace(r.forward, np.zeros_like(r.forward.logits))
+
+
+@pytest.mark.parametrize(
+    "lengths, pattern",
+    [
+        (np.array([6, 2]), r"lengths must have shape \(3,\), one per sequence, got \(2,\)"),
+        (np.array([6, 0, 2]), r"lengths must lie in \[1, 6\] \(T = 6\), got lengths\[1\] = 0"),
+        (np.array([6, 7, 2]), r"lengths must lie in \[1, 6\] \(T = 6\), got lengths\[1\] = 7"),
+        (np.array([6.0, 2.5, 1.0]), r"lengths must be integers"),
+        (np.array([True, True, True]), r"lengths must be integers"),
+        ("abc", r"lengths must be an array of numbers, got dtype <U3"),
+    ],
+)
+def test_bad_lengths(lengths, pattern):
+    m = _model()
+    x, y = _data()
+    with pytest.raises((ValueError, TypeError), match=r"RNN.loss_and_grad: " + pattern):
+        m.loss_and_grad(x, y, lengths=lengths)
+
+
+def test_bad_targets_dropout_and_masks():
+    m = _model()
+    x, y = _data()
+    with pytest.raises(ValueError, match=r"y for output='softmax' must be integer class ids of shape \(6, 3\)"):
+        m.loss_and_grad(x, np.zeros((2, 2), int))
+    with pytest.raises(ValueError, match=r"or \(3,\) for one target per sequence"):
+        m.loss_and_grad(x, np.zeros(4, int))
+    with pytest.raises(ValueError, match=r"RNN: dropout must be a finite number in \[0, 1\), got 1.0"):
+        _model(dropout=1.0)
+    with pytest.raises(ValueError, match=r"RNN: recurrent_dropout must be a finite number in \[0, 1\), got -0.1"):
+        _model(recurrent_dropout=-0.1)
+    with pytest.raises(ValueError, match=r"pass dropout_rng or dropout_masks, not both"):
+        m.loss_and_grad(x, y, dropout_rng=np.random.default_rng(0), dropout_masks=bptt.DropoutMasks())
+    with pytest.raises(TypeError, match=r"dropout_rng must be a numpy.random.Generator, got int"):
+        _model(dropout=0.5).loss_and_grad(x, y, dropout_rng=3)
+    skip = bptt.RNN(D, [bptt.LayerSpec("gru", H)], O, output_reads_input=True, seed=0)
+    with pytest.raises(ValueError, match=r"one target per sequence .*\(output_reads_input=True\)"):
+        skip.loss_and_grad(x, y[0])
+    with pytest.raises(ValueError, match=r"layers\[0\].reset_after applies to gru layers only"):
+        bptt.RNN(D, [bptt.LayerSpec("lstm", H, reset_after=False)], O)
+
+
+def test_dropout_is_off_without_a_generator_and_in_forward():
+    m = _model("lstm", True, dropout=0.5, recurrent_dropout=0.5)
+    x, y = _data(8)
+    plain = _model("lstm", True)
+    plain.params = {k: v.copy() for k, v in m.params.items()}
+    assert m.loss_and_grad(x, y).loss == plain.loss_and_grad(x, y).loss
+    np.testing.assert_array_equal(m.forward(x).outputs, plain.forward(x).outputs)
+    r = m.loss_and_grad(x, y, dropout_rng=np.random.default_rng(1))
+    masks = r.dropout_masks
+    assert r.loss != plain.loss_and_grad(x, y).loss
+    assert [a.shape for a in masks.outputs] == [(T, B, 2 * H)]
+    assert sorted(masks.recurrent) == ["h0_l0", "h0_l0_reverse", "h0_l1", "h0_l1_reverse"]
+    assert set(np.unique(masks.outputs[0])) <= {0.0, 2.0}
+    again = m.loss_and_grad(x, y, dropout_masks=masks)
+    assert again.loss == r.loss and all(np.array_equal(again.grads[k], r.grads[k]) for k in r.grads)
