@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 
@@ -30,154 +29,12 @@ from .. import _checks
 from .activations import get_activation
 from .inputs import project, project_backward
 from .layers import CELLS, ELMAN_NOTATIONS, KERNELS, ClassicGRULayer, ElmanLayer, Layer
-from .layers.base import Adjoints, Padding, flip
+from .layers.base import Padding, flip
 from .losses import get_output
+from .passes import Backprop, DropoutMasks, Forward, LayerBackprop, LayerSpec, States, draw_masks
 from .readout import Readout
 
 __all__ = ["Backprop", "DropoutMasks", "Forward", "LayerBackprop", "LayerSpec", "Stack", "draw_masks"]
-
-States = tuple[tuple[np.ndarray, ...], ...]  # per layer, its state variables, each (B, H_k)
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One layer of a stack, for :class:`RNN`.
-
-    Parameters
-    ----------
-    kind : str
-        ``"elman"``, ``"lstm"`` or ``"gru"``.
-    hidden_size : int
-        Size H of the layer's hidden state.
-    activation : str
-        ``f_h`` of an Elman layer (``"tanh"``, ``"relu"``, ``"sigmoid"``, ``"identity"``);
-        LSTM and GRU layers have fixed gate activations.
-    bidirectional : bool
-        Add a reverse twin that reads each sequence's real steps backwards (parameters and
-        states named with ``_reverse`` after the layer suffix); the layer's output at step t is
-        ``[h_t; h_t^reverse]`` (2H), the next layer's input.
-    reset_after : bool
-        GRU only: ``True`` is PyTorch's GRU (reset applied to ``W_n h + b_hn``); ``False`` the
-        original of Cho et al. (Keras 2 / TF1's default), ``n = tanh(V_n x + b_n + W_n (r ⊙ h))``.
-    """
-
-    kind: str
-    hidden_size: int
-    activation: str = "tanh"
-    bidirectional: bool = False
-    reset_after: bool = True
-
-    def description(self) -> dict[str, Any]:
-        """As stored in a config: the options left at their defaults are not written."""
-        d: dict[str, Any] = dict(kind=self.kind, hidden_size=self.hidden_size, activation=self.activation)
-        if self.bidirectional:
-            d["bidirectional"] = True
-        if not self.reset_after:
-            d["reset_after"] = False
-        return d
-
-    @property
-    def width(self) -> int:
-        """Size of the layer's output: H, or 2H when bidirectional."""
-        return self.hidden_size * (2 if self.bidirectional else 1)
-
-
-@dataclass(frozen=True)
-class Forward:
-    """Result of :meth:`Stack.run`: every hidden state and output, and the backward cache.
-
-    Attributes
-    ----------
-    outputs : ndarray, (T, B, O)
-        ``ŷ_t = f_y(z2_t)`` for every step.
-    logits : ndarray, (T, B, O)
-        ``z2_t``, the output pre-activations.
-    hidden : tuple of ndarray, each (T, B, H_k)
-        Hidden states ``h_1 .. h_T`` of every layer, bottom first.
-    state : dict of ndarray, each (B, H_k)
-        Final state, keyed like the initial state (``"h0"``, ``"c0"``, …): pass
-        it as ``h0`` to continue the sequence.
-    x : ndarray
-        The validated input.
-    caches : tuple
-        One immutable cache per layer and direction (``ElmanCache``, ``LSTMCache``, ``GRUCache``),
-        in the order of :attr:`Stack.layers`.
-    lengths : ndarray (B,) or None
-        Real steps of each sequence (``None``: all T).
-    dropout : DropoutMasks or None
-        The masks this pass used (``None``: no dropout).
-    final : bool
-        Many-to-one: ``outputs`` and ``logits`` are ``(B, O)``, read from the top layer's final
-        states (``[h at the last real step; h^reverse at step 0]``) instead of every step.
-    """
-
-    outputs: np.ndarray
-    logits: np.ndarray
-    hidden: tuple[np.ndarray, ...]
-    state: dict[str, np.ndarray]
-    x: np.ndarray
-    caches: tuple[Any, ...]
-    lengths: np.ndarray | None = None
-    dropout: DropoutMasks | None = None
-    final: bool = False
-
-    @property
-    def padding(self) -> Padding | None:
-        return None if self.lengths is None else Padding.of(self.lengths, self.x.shape[0])
-
-
-@dataclass(frozen=True)
-class DropoutMasks:
-    """The dropout masks of one training pass, to inspect or replay it (entries 0 or 1/(1 − p)).
-
-    Attributes
-    ----------
-    outputs : tuple of ndarray, each (T, B, width_k)
-        ``dropout``: multiplies the output of layer k, for every layer but the last.
-    recurrent : dict of ndarray, each (B, H)
-        ``recurrent_dropout``: keyed by the layer's (and direction's) h state name (``"h0"``,
-        ``"h0_l1_reverse"``); multiplies ``h_{t-1}`` where it enters ``W h_{t-1}``, the same
-        mask at every step.
-    """
-
-    outputs: tuple[np.ndarray, ...] = ()
-    recurrent: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LayerBackprop:
-    """One layer's part of a kept backward pass (:meth:`Stack.backprop` with ``keep=True``).
-
-    Attributes
-    ----------
-    dh_direct : ndarray, (T, B, H)
-        ∂J/∂h_t through step t's own consumers (the output layer or the layer above).
-    adjoints : Adjoints
-        The layer's per-step gradients (``d_in``, ``d_rec``, total ``dh``, ``dstate0``).
-    """
-
-    dh_direct: np.ndarray
-    adjoints: Adjoints
-
-
-@dataclass(frozen=True)
-class Backprop:
-    """Result of :meth:`Stack.backprop`.
-
-    Attributes
-    ----------
-    grads : dict of ndarray
-        Every parameter, every initial state, and ``"x"`` for float inputs.
-    layers : tuple of LayerBackprop
-        Bottom first; empty unless the pass was kept.
-    d_first_input : ndarray, (T, B, D₁) or None
-        ∂J/∂ of the first layer's input (``e_t`` with an embedding, else ``x_t`` through the
-        layers only), when kept; ``None`` for token ids without an embedding.
-    """
-
-    grads: dict[str, np.ndarray]
-    layers: tuple[LayerBackprop, ...] = ()
-    d_first_input: np.ndarray | None = None
 
 
 def _is_array(value: object) -> bool:
@@ -583,22 +440,3 @@ class Stack:
             else:
                 d_final[j] = (d_final[j][0] + dh, *d_final[j][1:])
         return None
-
-
-def draw_masks(stack: Stack, T: int, B: int, rng: np.random.Generator) -> DropoutMasks:
-    """Inverted-dropout masks for one pass: each entry kept with probability 1 − p and scaled by
-    1/(1 − p) (so nothing changes in expectation), drawn from ``rng`` in a fixed order."""
-
-    def mask(p: float, shape: tuple[int, ...]) -> np.ndarray:
-        keep = rng.random(shape) >= p
-        return keep.astype(stack.dtype) * stack.dtype.type(1.0 / (1.0 - p))
-
-    outputs: tuple[np.ndarray, ...] = ()
-    if stack.dropout > 0:
-        outputs = tuple(mask(stack.dropout, (T, B, spec.width)) for spec in stack.specs[:-1])
-    recurrent = {}
-    if stack.recurrent_dropout > 0:
-        recurrent = {
-            layer.state_names[0]: mask(stack.recurrent_dropout, (B, layer.hidden_size)) for layer in stack.layers
-        }
-    return DropoutMasks(outputs=outputs, recurrent=recurrent)
