@@ -164,3 +164,62 @@ def test_dropout_is_off_without_a_generator_and_in_forward():
     assert set(np.unique(masks.outputs[0])) <= {0.0, 2.0}
     again = m.loss_and_grad(x, y, dropout_masks=masks)
     assert again.loss == r.loss and all(np.array_equal(again.grads[k], r.grads[k]) for k in r.grads)
+
+
+def test_input_sensitivity_scores_only_the_real_steps():
+    m = bptt.GRU(D, H, O, seed=0)
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((30, 2, D)), rng.integers(0, O, (30, 2))
+    s = bptt.input_sensitivity(m, x, y, lengths=np.array([6, 30]), batch_index=0)
+    alone = bptt.input_sensitivity(m, x[:6, :1], y[:6, :1])
+    np.testing.assert_allclose(s.z_scores[:6], alone.z_scores, rtol=1e-10, atol=1e-12)
+    assert np.isnan(s.z_scores[6:]).all() and np.array_equal(s.outliers, alone.outliers)
+
+
+def test_trace_puts_reverse_layers_in_the_steps_order():
+    m = bptt.GRU(D, H, O, bidirectional=True, seed=0)
+    x, _ = _data(10)
+    lengths = np.array([3, 5, 1])
+    fwd = m.forward(x, lengths=lengths)
+    d = np.zeros_like(fwd.logits)
+    d[0] = 1.0  # a loss at step 0 only
+    tr = m.trace(fwd, d)
+    for direct in tr.dh_direct:  # both directions: the direct gradient sits at step 0 of every sequence
+        assert np.abs(direct[0]).sum() > 0 and np.abs(direct[1:]).sum() == 0
+    # the reverse layer read x_t at its step lengths−1−t: its V term of step t pairs with x_t
+    terms = tr.terms["V_reverse"]
+    assert np.abs(terms[5:]).sum() == 0  # no sequence has a step 5
+    for name in tr.terms:
+        np.testing.assert_allclose(tr.terms[name].sum(axis=0), tr.grads[name], rtol=1e-12, atol=1e-14)
+
+
+def test_replayed_masks_must_fit():
+    m = bptt.LSTM(D, H, O, num_layers=2, dropout=0.5, recurrent_dropout=0.5, seed=0)
+    x, y = _data(11)
+    masks = m.loss_and_grad(x, y, dropout_rng=np.random.default_rng(0)).dropout_masks
+    with pytest.raises(ValueError, match=r"dropout_masks.outputs\[0\] must be a float64 array of shape \(5, 3, 3\)"):
+        m.loss_and_grad(x[:5], y[:5], dropout_masks=masks)
+    bad = bptt.DropoutMasks(outputs=masks.outputs, recurrent={"h0_l9": masks.recurrent["h0_l0"]})
+    with pytest.raises(ValueError, match=r"dropout_masks.recurrent has keys \['h0_l9'\]"):
+        m.loss_and_grad(x, y, dropout_masks=bad)
+    with pytest.raises(ValueError, match=r"dropout_masks.outputs must have 1 arrays"):
+        m.loss_and_grad(x, y, dropout_masks=bptt.DropoutMasks(outputs=masks.outputs * 2))
+    with pytest.raises(TypeError, match=r"dropout_masks must be the DropoutMasks of an earlier result"):
+        m.loss_and_grad(x, y, dropout_masks={"outputs": ()})
+    rng = np.random.default_rng(1)
+    before = rng.bit_generator.state
+    with pytest.raises(ValueError, match=r"x must have"):
+        m.loss_and_grad(x[0], y, dropout_rng=rng)  # refused before any mask is drawn
+    assert rng.bit_generator.state == before
+    with pytest.raises(ValueError, match=r"RNN: dropout applies between stacked layers .* one layer"):
+        bptt.RNN(D, [bptt.LayerSpec("gru", H)], O, dropout=0.2)
+
+
+def test_d_logits_of_one_target_per_sequence_divides_by_the_batch():
+    m = bptt.GRU(D, H, O, seed=0)
+    x, y = _data(12)
+    r = m.loss_and_grad(x, y[0])
+    d = m.output.d_logits(r.forward.outputs, y[0], None)
+    g = m.backward(r.forward, d)
+    for name in r.grads:
+        np.testing.assert_allclose(g[name], r.grads[name], rtol=1e-12)

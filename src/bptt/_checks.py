@@ -123,11 +123,10 @@ def step_input(x_t: object, input_size: int, dtype: np.dtype, where: str, name: 
     )
 
 
-def is_final_target(y: object, B: int, O: int, class_targets: bool) -> bool:
+def is_final_target(y: object, B: int, O: int, class_targets: bool, where: str) -> bool:
     """Whether ``y`` has the many-to-one form: class ids ``(B,)`` or floats ``(B, O)``, one target
     per sequence (read from its final state). Anything else is checked as one target per step."""
-    shape = np.shape(y) if isinstance(y, (np.ndarray, list, tuple)) else None
-    return shape == ((B,) if class_targets else (B, O))
+    return as_array(y, "y", where).shape == ((B,) if class_targets else (B, O))
 
 
 def targets(
@@ -166,9 +165,8 @@ def lengths(value: object, T: int, B: int, where: str) -> np.ndarray | None:
     arr = as_array(value, "lengths", where)
     if arr.shape != (B,):
         raise ValueError(f"{where}: lengths must have shape ({B},), one per sequence, got {arr.shape}")
-    if arr.dtype.kind not in "iu":
-        if arr.dtype.kind != "f" or not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise ValueError(f"{where}: lengths must be integers, got {arr.dtype} values {arr.tolist()[:8]}")
+    if arr.dtype.kind not in "iu":  # as torch's pack_padded_sequence: integers, not 3.0
+        raise ValueError(f"{where}: lengths must be integers, got {arr.dtype} values {arr.tolist()[:8]}")
     if arr.min() < 1 or arr.max() > T:
         bad = int(np.argmax((arr < 1) | (arr > T)))
         raise ValueError(f"{where}: lengths must lie in [1, {T}] (T = {T}), got lengths[{bad}] = {arr[bad]}")

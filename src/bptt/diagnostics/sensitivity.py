@@ -215,8 +215,8 @@ def input_sensitivity(
     step_grads = np.zeros((T, T, n))  # [t, s] = ∂Loss_t/∂v_s
     width = (m.input_size if dense else 1) + 3 * m.output_size + sum(8 * layer.hidden_size for layer in m.layers)
     per_pass = max(1, MAX_ELEMENTS // (T * width))
-    for t0 in range(0, T, per_pass):
-        ts = np.arange(t0, min(T, t0 + per_pass))
+    for t0 in range(0, length, per_pass):  # padding steps carry no loss: no replicas for them
+        ts = np.arange(t0, min(length, t0 + per_pass))
         R = ts.size
         # R replicas of the sequence; replica r is scored on step ts[r] alone.
         x_rep = np.repeat(x1[:, None], R, axis=1)  # (T, R, D) or (T, R)
@@ -239,8 +239,9 @@ def input_sensitivity(
     if not m.bidirectional:
         matrix[np.triu_indices(T, k=1)] = np.nan  # Loss_t does not depend on later inputs
     per_step = np.linalg.norm(gradients, axis=1)
-    z = robust_z_scores(per_step)
-    outliers = np.flatnonzero(np.abs(z) > threshold)
+    z = np.full(T, np.nan)
+    z[:length] = robust_z_scores(per_step[:length])  # over the real steps only: padding is not an input
+    outliers = np.flatnonzero(np.abs(z[:length]) > threshold)
     freeze(matrix, per_step, z, outliers, gradients, step_grads, losses)
     return InputSensitivity(
         matrix=matrix,

@@ -141,7 +141,7 @@ class Output:
         ``w`` is ``(T, B)`` or ``None`` (all ones); ``B`` defaults to ``p.shape[1]`` (pass 1 for
         the gradient of the unnormalised sum). The one place bptt writes this gradient.
         """
-        B = p.shape[1] if batch_size is None else batch_size
+        B = p.shape[-2] if batch_size is None else batch_size  # (T, B, O), or (B, O) for one target per sequence
         d = self.residual(p, y)
         if w is None:
             d *= 1.0 / B

@@ -23,7 +23,7 @@ underneath (layers, parameters, the passes on validated arguments) is
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ import numpy as np
 from .. import _checks
 from .inputs import step_terms
 from .layers import CELLS
-from .layers.base import Padding
+from .layers.base import Adjoints, Padding, flip
 from .stack import DropoutMasks, Forward, LayerSpec, Stack, draw_masks
 
 __all__ = ["MODELS", "RNN", "Forward", "LayerSpec", "LossAndGrad", "Trace", "require_network"]
@@ -90,10 +90,10 @@ class LossAndGrad:
     grads : dict of ndarray
         ``∂J/∂θ`` for every key of ``params``, for every initial state (``"h0"``, …)
         and, for float inputs, ``"x"`` of shape (T, B, D).
-    outputs : ndarray, (T, B, O)
-        ``ŷ_t`` for every step.
+    outputs : ndarray, (T, B, O), or (B, O) for one target per sequence
+        ``ŷ_t`` for every step, or ``ŷ`` of each sequence's final state.
     state : dict of ndarray
-        Final state, to carry into the next window (truncated BPTT).
+        Final state (after each sequence's last real step), to carry into the next window.
     forward : Forward
         The forward pass itself (hidden states, caches), e.g. for :meth:`RNN.state_at`.
     dropout_masks : DropoutMasks or None
@@ -209,7 +209,8 @@ class RNN(Stack):
             f"output_size={self.output_size}, output='{self.output.name}', bias={self.bias}, "
             f"notation='{self.notation}', output_reads_input={self.readout.reads_input}, "
             f"embedding_size={self.embedding_size}, "
-            f"dtype='{self.dtype.name}', parameters={self.num_parameters})"
+            + "".join(f"{n}={getattr(self, n)}, " for n in ("dropout", "recurrent_dropout") if getattr(self, n))
+            + f"dtype='{self.dtype.name}', parameters={self.num_parameters})"
         )
 
     # -- public passes ---------------------------------------------------------------------------
@@ -302,25 +303,32 @@ class RNN(Stack):
             raise ValueError(f"{where}: params {unknown} are not parameters of this network {list(self._shapes)}")
         bp = self.backprop(fwd, d_logits, d_final, keep=True)
         terms = self.readout.param_terms(d_logits, fwd.hidden[-1], fwd.x, wanted)
-        for k, layer in enumerate(self.layers):
+        dh_direct, dh_total = [], []
+        for j, layer in enumerate(self.layers):
+            cache, adj, direct = fwd.caches[j], bp.layers[j].adjoints, bp.layers[j].dh_direct
+            if self.is_reverse(j):  # a reverse layer ran over each sequence backwards: back to the steps' order
+                cache, adj, direct = _in_step_order(cache, adj, direct, fwd.padding)
             if wanted & set(layer.param_shapes()):
-                terms.update(layer.param_terms(self.params, fwd.caches[k], bp.layers[k].adjoints, wanted))
+                terms.update(layer.param_terms(self.params, cache, adj, wanted))
+            dh_direct.append(direct)
+            dh_total.append(adj.dh)
         if "E" in wanted and self.embedding_size is not None:
             terms["E"] = step_terms(bp.d_first_input, fwd.x, self.input_size)  # de_t x_tᵀ per step
         return Trace(
             grads=bp.grads,
             terms={name: terms[name] for name in self._shapes if name in wanted},
-            dh_direct=tuple(part.dh_direct for part in bp.layers),
-            dh_total=tuple(part.adjoints.dh for part in bp.layers),
+            dh_direct=tuple(dh_direct),
+            dh_total=tuple(dh_total),
         )
 
-    def _pass(self, x, y, h0, loss_weights, lengths, where, masks=None):
-        """Validated inputs, the forward pass the targets ask for, and ``(J, y, w)``."""
+    def _pass(self, x, y, h0, loss_weights, lengths, where, rng=None, masks=None):
+        """Validated inputs, the forward pass the targets ask for (dropping with ``rng`` or ``masks``),
+        and ``(J, y, w)``."""
         x, states = self.prepare(x, h0, where)
         T, B = x.shape[:2]
         lengths = _checks.lengths(lengths, T, B, where)
         out = self.output
-        final = _checks.is_final_target(y, B, self.output_size, out.class_targets)
+        final = _checks.is_final_target(y, B, self.output_size, out.class_targets, where)
         if final and self.readout.reads_input:
             raise ValueError(
                 f"{where}: one target per sequence (y of shape {np.shape(y)}) reads the final state only; "
@@ -331,6 +339,7 @@ class RNN(Stack):
         if lengths is not None and not final:  # no loss at padding steps
             valid = Padding.of(lengths, T).valid.astype(self.dtype)
             w = valid if w is None else w * valid
+        masks = self._dropout_masks(T, B, rng, masks, where)  # after every check: no draw for a refused call
         fwd = self.run(x, states, lengths=lengths, dropout=masks, final=final)
         per = out.loss_given_outputs(fwd.outputs, fwd.logits, y)  # (T, B) or (B,)
         if w is not None:
@@ -389,25 +398,42 @@ class RNN(Stack):
             ``state`` and the ``dropout_masks`` used (``None`` if none).
         """
         where = f"{self._name}.loss_and_grad"
-        masks = self._dropout_masks(x, dropout_rng, dropout_masks, where)
-        fwd, J, y, w = self._pass(x, y, h0, loss_weights, lengths, where, masks)
+        fwd, J, y, w = self._pass(x, y, h0, loss_weights, lengths, where, dropout_rng, dropout_masks)
         grads = self.backprop(fwd, self.output.d_logits(fwd.outputs, y, w, fwd.x.shape[1])).grads  # frees ∂J/∂z2
-        return LossAndGrad(loss=J, grads=grads, outputs=fwd.outputs, state=fwd.state, forward=fwd, dropout_masks=masks)
+        return LossAndGrad(
+            loss=J, grads=grads, outputs=fwd.outputs, state=fwd.state, forward=fwd, dropout_masks=fwd.dropout
+        )
 
-    def _dropout_masks(self, x, rng, given, where) -> DropoutMasks | None:
-        """The masks for this pass: drawn from ``rng``, replayed from ``given``, or ``None``."""
+    def _dropout_masks(self, T: int, B: int, rng, given, where) -> DropoutMasks | None:
+        """The masks for this pass: drawn from ``rng``, replayed from ``given`` (checked), or ``None``."""
         if given is not None:
             if rng is not None:
                 raise ValueError(f"{where}: pass dropout_rng or dropout_masks, not both")
-            if not isinstance(given, DropoutMasks):
-                raise TypeError(f"{where}: dropout_masks must be the DropoutMasks of an earlier result")
-            return given
+            return self._check_masks(given, T, B, where)
         if rng is None or (self.dropout == 0 and self.recurrent_dropout == 0):
             return None
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"{where}: dropout_rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        T, B = np.shape(x)[:2]
         return draw_masks(self, T, B, rng)
+
+    def _check_masks(self, masks: object, T: int, B: int, where: str) -> DropoutMasks:
+        """Replayed masks must fit this network and batch: one per layer but the last, one per h state."""
+        if not isinstance(masks, DropoutMasks):
+            raise TypeError(f"{where}: dropout_masks must be the DropoutMasks of an earlier result")
+        if masks.outputs and len(masks.outputs) != self.num_layers - 1:
+            raise ValueError(
+                f"{where}: dropout_masks.outputs must have {self.num_layers - 1} arrays (one per layer but "
+                f"the last), got {len(masks.outputs)}"
+            )
+        for k, (m, spec) in enumerate(zip(masks.outputs, self.specs, strict=False)):
+            _fits(m, (T, B, spec.width), self.dtype, f"dropout_masks.outputs[{k}]", where)
+        h_sizes = {layer.state_names[0]: layer.hidden_size for layer in self.layers}
+        unknown = sorted(set(masks.recurrent) - set(h_sizes))
+        if unknown:
+            raise ValueError(f"{where}: dropout_masks.recurrent has keys {unknown}; expected some of {list(h_sizes)}")
+        for name, m in masks.recurrent.items():
+            _fits(m, (B, h_sizes[name]), self.dtype, f"dropout_masks.recurrent[{name!r}]", where)
+        return masks
 
     def state_at(self, fwd: Forward, t: int) -> dict[str, np.ndarray]:
         """The state after step ``t`` (0-based) of ``fwd``, keyed like ``fwd.state`` (copies).
@@ -457,10 +483,35 @@ class RNN(Stack):
         return self.output.f(logits), self.name_states(states)
 
 
+def _in_step_order(cache: Any, adj: Adjoints, direct: np.ndarray, pad: Padding | None):
+    """A reverse layer's cache, adjoints and direct ``∂J/∂h`` re-indexed by the sequence's own steps.
+
+    Its k-th step read real step ``lengths − 1 − k``; flipping every per-step array puts each
+    term at the step of the input it read, as for a forward layer (the reference loop's stored
+    terms are per processing step, so they are recomputed from the flipped arrays).
+    """
+    steps = {f: flip(getattr(cache, f), pad) for f in cache.__dataclass_fields__ if f not in ("h0", "c0")}
+    d_in = flip(adj.d_in, pad)
+    d_rec = d_in if adj.d_rec is adj.d_in else flip(adj.d_rec, pad)
+    adj = replace(adj, d_in=d_in, d_rec=d_rec, dh=flip(adj.dh, pad), terms=None)
+    return replace(cache, **steps), adj, flip(direct, pad)
+
+
+def _fits(a: object, shape: tuple[int, ...], dtype: np.dtype, name: str, where: str) -> None:
+    if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype:
+        got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise ValueError(f"{where}: {name} must be a {dtype} array of shape {shape}, got {got}")
+
+
 def _describe(specs: Sequence[LayerSpec]) -> str:
     """``[lstm(4), elman(3, relu)]``: the layers as :meth:`RNN.__repr__` shows them."""
-    kinds = (f"{s.kind}({s.hidden_size}{', ' + s.activation if s.kind == 'elman' else ''})" for s in specs)
-    return "[" + ", ".join(kinds) + "]"
+
+    def one(s: LayerSpec) -> str:
+        extra = [s.activation] if s.kind == "elman" else []
+        extra += ["bidirectional"] * s.bidirectional + ["reset_after=False"] * (not s.reset_after)
+        return f"{s.kind}({', '.join([str(s.hidden_size), *extra])})"
+
+    return "[" + ", ".join(one(s) for s in specs) + "]"
 
 
 def require_network(model: object, where: str) -> None:

@@ -71,20 +71,23 @@ class Forward:
 
     Attributes
     ----------
-    outputs : ndarray, (T, B, O)
-        ``ŷ_t = f_y(z2_t)`` for every step.
-    logits : ndarray, (T, B, O)
+    outputs : ndarray, (T, B, O), or (B, O) when ``final``
+        ``ŷ_t = f_y(z2_t)`` for every step (at padding steps, the readout of a zero hidden state,
+        ``f_y(b_y)``, as a Linear on ``pad_packed_sequence``'s output).
+    logits : ndarray, shaped like ``outputs``
         ``z2_t``, the output pre-activations.
-    hidden : tuple of ndarray, each (T, B, H_k)
-        Hidden states ``h_1 .. h_T`` of every layer, bottom first.
+    hidden : tuple of ndarray, each (T, B, H_k) or (T, B, 2H_k) for a bidirectional layer
+        Every layer's output ``h_1 .. h_T``, bottom first: ``[h_t; h_t^reverse]`` for a
+        bidirectional layer, 0 at padding steps, after the dropout mask of that layer if any.
     state : dict of ndarray, each (B, H_k)
         Final state, keyed like the initial state (``"h0"``, ``"c0"``, …): pass
         it as ``h0`` to continue the sequence.
     x : ndarray
         The validated input.
     caches : tuple
-        One immutable cache per layer and direction (``ElmanCache``, ``LSTMCache``, ``GRUCache``),
-        in the order of :attr:`Stack.layers`.
+        One immutable cache per layer and direction (``ElmanCache``, ``LSTMCache``, ``GRUCache``,
+        ``ClassicGRUCache``), in the order of :attr:`Stack.layers`; a reverse layer's is in its own
+        (reversed) step order.
     lengths : ndarray (B,) or None
         Real steps of each sequence (``None``: all T).
     dropout : DropoutMasks or None

@@ -88,6 +88,11 @@ class Stack:
             raise ValueError(f"{where}: kernels must be one of {list(KERNELS)}, got {kernels!r}")
         self.kernels = kernels
         self.specs = tuple(self._check_specs(layers, where))
+        if self.dropout > 0 and len(self.specs) == 1:
+            raise ValueError(
+                f"{where}: dropout applies between stacked layers (as torch.nn.LSTM's), and this network has "
+                f"one layer; use recurrent_dropout, or num_layers ≥ 2"
+            )
         self.layers: tuple[Layer, ...] = tuple(self._build_layers())
         self.readout = Readout(
             hidden_size=self.specs[-1].width,
@@ -162,18 +167,16 @@ class Stack:
             levels.append(tuple(here))
             d = spec.width
         self.levels = tuple(levels)  # per spec, the indices of its layers in self.layers (forward first)
+        self._reverse = tuple(j != level[0] for level in levels for j in level)
         return layers
 
     def is_reverse(self, j: int) -> bool:
         """Whether ``self.layers[j]`` is a reverse direction."""
-        return j != self.levels[self._level_of(j)][0]
-
-    def _level_of(self, j: int) -> int:
-        return next(k for k, level in enumerate(self.levels) if j in level)
+        return self._reverse[j]
 
     @property
     def bidirectional(self) -> bool:
-        return any(spec.bidirectional for spec in self.specs)
+        return any(self._reverse)
 
     # -- description ---------------------------------------------------------------
     @property
