@@ -1,17 +1,19 @@
-"""What both benchmark scripts share: bptt's language model in PyTorch (same weights) and latency timers.
+"""What the benchmark scripts share: bptt's language model in PyTorch (same weights), step and latency timers.
 
 Imported by the benchmark scripts after they have set the thread-count variables.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TorchLM", "latency_bptt", "latency_torch", "openblas_core"]
+__all__ = ["TorchLM", "idle", "latency_bptt", "latency_torch", "openblas_core", "time_alternating", "timed"]
 
 
 def openblas_core() -> str:
@@ -38,22 +40,30 @@ def openblas_core() -> str:
 
 
 class TorchLM(torch.nn.Module):
-    """The same network in PyTorch: one-hot input → RNN → Linear, weights copied from bptt."""
+    """The same network in PyTorch: one-hot input → RNN → Linear, weights copied from bptt.
+
+    A bidirectional bptt layer becomes ``bidirectional=True``: its ``*_reverse`` parameters are
+    torch's ``*_l0_reverse`` weights, and the Linear reads the ``2H`` concatenated output.
+    """
 
     def __init__(self, model, cell: str) -> None:
         super().__init__()
         V, H = model.input_size, model.specs[0].hidden_size
+        self.tails = ("", "_reverse") if model.specs[0].bidirectional else ("",)
         kind = {"elman": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
-        self.rnn = kind(V, H, num_layers=1)
-        self.out = torch.nn.Linear(H, V)
+        self.rnn = kind(V, H, num_layers=1, bidirectional=len(self.tails) == 2)
+        self.out = torch.nn.Linear(H * len(self.tails), V)
         P = {k: torch.tensor(v) for k, v in model.params.items()}
+        bias = "b_h" if cell == "elman" else "b"
         with torch.no_grad():
-            self.rnn.weight_ih_l0.copy_(P["V"])
-            self.rnn.weight_hh_l0.copy_(P["W"])
-            self.rnn.bias_ih_l0.copy_(P["b_h"] if cell == "elman" else P["b"])
-            self.rnn.bias_hh_l0.zero_()
-            if cell == "gru":
-                self.rnn.bias_hh_l0[2 * H :].copy_(P["b_hn"])
+            for tail in self.tails:
+                getattr(self.rnn, f"weight_ih_l0{tail}").copy_(P["V" + tail])
+                getattr(self.rnn, f"weight_hh_l0{tail}").copy_(P["W" + tail])
+                getattr(self.rnn, f"bias_ih_l0{tail}").copy_(P[bias + tail])
+                bias_hh = getattr(self.rnn, f"bias_hh_l0{tail}")
+                bias_hh.zero_()
+                if cell == "gru":
+                    bias_hh[2 * H :].copy_(P["b_hn" + tail])
             self.out.weight.copy_(P["U"])
             self.out.bias.copy_(P["b_y"])
         self.vocab = V
@@ -67,11 +77,53 @@ class TorchLM(torch.nn.Module):
         """Gradients under bptt's parameter names."""
         g = {n: p.grad.numpy() for n, p in self.named_parameters()}
         H = self.rnn.hidden_size
-        out = {"V": g["rnn.weight_ih_l0"], "W": g["rnn.weight_hh_l0"], "U": g["out.weight"], "b_y": g["out.bias"]}
-        out["b_h" if self.cell == "elman" else "b"] = g["rnn.bias_ih_l0"]
-        if self.cell == "gru":
-            out["b_hn"] = g["rnn.bias_hh_l0"][2 * H :]
+        out = {"U": g["out.weight"], "b_y": g["out.bias"]}
+        for tail in self.tails:
+            out["V" + tail] = g[f"rnn.weight_ih_l0{tail}"]
+            out["W" + tail] = g[f"rnn.weight_hh_l0{tail}"]
+            out[("b_h" if self.cell == "elman" else "b") + tail] = g[f"rnn.bias_ih_l0{tail}"]
+            if self.cell == "gru":
+                out["b_hn" + tail] = g[f"rnn.bias_hh_l0{tail}"][2 * H :]
         return out
+
+
+def timed(step: Callable[[], object], n: int) -> float:
+    """Seconds per step over ``n`` consecutive steps."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - t0) / n
+
+
+def idle(seconds: float) -> None:
+    """Let the other library's worker threads go idle before the next block.
+
+    OpenBLAS worker threads keep spinning for about 0.1 s after each NumPy product; a
+    PyTorch block started during that time competes with them for the 2 cores.
+    """
+    time.sleep(seconds)
+
+
+def time_alternating(
+    steps: Sequence[Callable[[], object]], reps: int, rep_seconds: float, cooldown: float
+) -> tuple[list[float], list[int]]:
+    """Median seconds per step of each of ``steps``, timed in turn (A B C A B C …); and the steps per repetition.
+
+    Two warm-up steps each (first-step allocations, PyTorch's lazy Adam state, BLAS buffers), whose
+    faster one sets how many consecutive steps fit in about ``rep_seconds`` (1 to 200). Every
+    block is followed by ``cooldown`` idle seconds.
+    """
+    counts = []
+    for step in steps:
+        estimate = min(timed(step, 1) for _ in range(2))
+        idle(cooldown)
+        counts.append(max(1, min(200, round(rep_seconds / estimate))))
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(reps):
+        for step, n, t in zip(steps, counts, times, strict=True):
+            t.append(timed(step, n))
+            idle(cooldown)
+    return [statistics.median(t) for t in times], counts
 
 
 def latency_bptt(model, n: int) -> float:

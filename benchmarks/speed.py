@@ -57,10 +57,20 @@ Generation latency: batch 1, one token at a time including sampling (bptt:
 ``bptt.stepper.Stepper.step`` + ``bptt.sampling.next_token``; PyTorch: module call + softmax +
 ``torch.multinomial``), alternating, best of 3 runs of ``--gen-tokens`` tokens.
 
+Sequence rows (``benchmarks/_sequences.py``, whose docstring has the details): a one-layer
+bidirectional model, and a unidirectional one on a batch whose sequence lengths are drawn
+uniformly from [T/4, T], against PyTorch's ``pack_padded_sequence`` — training tokens/s (real
+tokens only), the ratio to PyTorch, and bptt's real tokens/s with padding over its tokens/s on
+the same windows at full length (1.00: padding is free). Per cell, H = 128 and 512, B = 32,
+T = 64, every step from the zero state. ``--sequences`` runs these rows only (no grid, generation
+or memory; ``--cells``, ``--hidden``, ``--batch``, ``--window`` choose them); the default grid
+leaves them out, and ``--quick`` adds one of each (LSTM, H = 128).
+
 Run (after `bash scripts/test.sh` has installed PyTorch into .venv)::
 
-    .venv/bin/python benchmarks/speed.py --threads 2            # the full grid (54), ~10 minutes on 2 cores
-    .venv/bin/python benchmarks/speed.py --threads 2 --quick    # 12 configurations, under 2 minutes
+    .venv/bin/python benchmarks/speed.py --threads 2              # the full grid (54), ~10 minutes on 2 cores
+    .venv/bin/python benchmarks/speed.py --threads 2 --quick      # 12 configurations + 2 sequence rows, ~2 minutes
+    .venv/bin/python benchmarks/speed.py --threads 2 --sequences  # the 12 sequence rows, ~3 minutes
 
 The thread count applies to both libraries (NumPy's BLAS and torch); it is set
 before NumPy is imported. So is ``--openblas-coretype``: the environment may force
@@ -78,28 +88,34 @@ import sys
 import _env  # benchmarks/ is on sys.path when run as a script
 
 QUICK = {"cells": ["elman", "lstm", "gru"], "hidden": [128, 512], "batch": [1, 32], "window": [25]}
+GRID = {"hidden": [128, 512, 1024], "batch": [1, 32, 64], "window": [25, 64]}
+SEQUENCES = {"hidden": [128, 512], "batch": [32], "window": [64]}
+QUICK_SEQUENCES = {"cells": ["lstm"], "hidden": [128]}  # one bidirectional and one variable-length row
 
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cells", nargs="+", choices=["elman", "lstm", "gru"], default=["elman", "lstm", "gru"])
-    p.add_argument("--hidden", nargs="+", type=int, default=[128, 512, 1024])
-    p.add_argument("--batch", nargs="+", type=int, default=[1, 32, 64])
-    p.add_argument("--window", nargs="+", type=int, default=[25, 64], help="T, steps per training window")
+    for k, what in (("hidden", "H"), ("batch", "B"), ("window", "T, steps per training window")):
+        p.add_argument(f"--{k}", nargs="+", type=int, help=f"{what}; default {GRID[k]} (--sequences: {SEQUENCES[k]})")
     p.add_argument("--vocab", type=int, default=65)
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per side (median)")
     p.add_argument("--rep-seconds", type=float, default=0.25, help="approximate length of one repetition")
     p.add_argument("--cooldown", type=float, default=0.2, help="idle seconds between bptt and PyTorch blocks")
     p.add_argument("--gen-tokens", type=int, default=300)
     _env.add_arguments(p)
-    p.add_argument("--quick", action="store_true", help=f"a subset: {QUICK}")
+    p.add_argument("--quick", action="store_true", help=f"a subset: {QUICK}, and sequence rows {QUICK_SEQUENCES}")
+    p.add_argument("--sequences", action="store_true", help="only the bidirectional and variable-length rows")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--memory-worker", choices=["bptt", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--configs", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.quick:
-        for k, v in QUICK.items():
+        for k, v in (QUICK_SEQUENCES if a.sequences else QUICK).items():
             setattr(a, k, v)
+    for k in GRID:
+        if getattr(a, k) is None:
+            setattr(a, k, (SEQUENCES if a.sequences else GRID)[k])
     return a
 
 
@@ -115,10 +131,11 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 
+import _sequences  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _shared import TorchLM, latency_bptt, latency_torch, openblas_core  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _shared import TorchLM, idle, latency_bptt, latency_torch, openblas_core, time_alternating  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 import bptt  # noqa: E402
 from bptt.optim import Adam  # noqa: E402
@@ -228,39 +245,10 @@ class Config:
         self.state_t, self.pos_t = detach(state), self.pos_t + 1
 
 
-def timed(step, n: int) -> float:
-    """Seconds per step over ``n`` consecutive steps."""
-    t0 = time.perf_counter()
-    for _ in range(n):
-        step()
-    return (time.perf_counter() - t0) / n
-
-
-def idle(seconds: float) -> None:
-    """Let the other library's worker threads go idle before the next block.
-
-    OpenBLAS worker threads keep spinning for about 0.1 s after each NumPy product; a
-    PyTorch block started during that time competes with them for the 2 cores.
-    """
-    time.sleep(seconds)
-
-
 def time_config(c: Config, reps: int, rep_seconds: float, cooldown: float) -> tuple[float, float, int, int]:
     """Median seconds per step of bptt and PyTorch, alternating; and the steps per repetition used."""
-    # Warm-up (first-step allocations, PyTorch's lazy Adam state, BLAS buffers), and a step-time estimate.
-    est_b = min(timed(c.step_bptt, 1) for _ in range(2))
-    idle(cooldown)
-    est_t = min(timed(c.step_torch, 1) for _ in range(2))
-    idle(cooldown)
-    n_b = max(1, min(200, round(rep_seconds / est_b)))
-    n_t = max(1, min(200, round(rep_seconds / est_t)))
-    tb, tt = [], []
-    for _ in range(reps):
-        tb.append(timed(c.step_bptt, n_b))
-        idle(cooldown)
-        tt.append(timed(c.step_torch, n_t))
-        idle(cooldown)
-    return statistics.median(tb), statistics.median(tt), n_b, n_t
+    (tb, tt), (n_b, n_t) = time_alternating([c.step_bptt, c.step_torch], reps, rep_seconds, cooldown)
+    return tb, tt, n_b, n_t
 
 
 # -- peak memory (subprocess) -------------------------------------------------------------
@@ -358,6 +346,10 @@ def main() -> int:
     retained = bptt.retain_freed_memory()
     V = a.vocab
     configs = [(c, H, B, T, V) for c in a.cells for H in a.hidden for B in a.batch for T in a.window]
+    if a.sequences:  # (cells, hidden sizes, B, T) of the sequence rows
+        sequences, configs = [(a.cells, a.hidden, B, T) for B in a.batch for T in a.window], []
+    else:
+        sequences = [(QUICK_SEQUENCES["cells"], QUICK_SEQUENCES["hidden"], 32, 64)] if a.quick else []
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -373,9 +365,10 @@ def main() -> int:
     t_start = time.perf_counter()
     peak = matmul_rate()
     print(f"NumPy float32 1024³ matmul: {peak:.1f} GFLOP/s (median of 20); torch.mm: {torch_matmul_rate():.1f}")
+    n_seq = sum(2 * len(cells) * len(hidden) for cells, hidden, _, _ in sequences)
     print(
-        f"{len(configs)} configurations, vocabulary {V}, median of {a.reps} alternating repetitions of "
-        f"~{a.rep_seconds} s, {a.cooldown} s idle between blocks; Adam lr {LR}, no clipping"
+        f"{len(configs)} configurations and {n_seq} sequence rows, vocabulary {V}, median of {a.reps} alternating "
+        f"repetitions of ~{a.rep_seconds} s, {a.cooldown} s idle between blocks; Adam lr {LR}, no clipping"
     )
 
     rows = []
@@ -394,8 +387,15 @@ def main() -> int:
         )
         del c
         gc.collect()
+    timing = dict(reps=a.reps, rep_seconds=a.rep_seconds, cooldown=a.cooldown)
+    seq_rows = [_sequences.run(cells, hidden, B, T, V, timing) for cells, hidden, B, T in sequences]
     peak_end = matmul_rate()
     print(f"NumPy float32 1024³ matmul at the end of the timing: {peak_end:.1f} GFLOP/s")
+    if a.sequences:
+        for r in seq_rows:
+            _sequences.report(r)
+        print(f"\ntotal time {time.perf_counter() - t_start:.0f} s")
+        return 0
 
     gens = []
     for cell in a.cells:
@@ -479,6 +479,8 @@ def main() -> int:
             f"| {g['cell']} | {g['H']} | {g['lb'] * 1e6:.1f} | {g['lt'] * 1e6:.1f} | {ratio:.2f}× | "
             f"{verdict(ratio >= GEN_RATIO)} |"
         )
+    for r in seq_rows:
+        _sequences.report(r)
     print()
     print(
         f"Same computation: max |Δloss| {max(r['d_loss'] for r in rows):.1e}, "
