@@ -32,6 +32,7 @@ from .. import _checks
 from .inputs import step_terms
 from .layers import CELLS
 from .layers.base import Adjoints, Padding, flip
+from .passes import check_masks
 from .stack import DropoutMasks, Forward, LayerSpec, Stack, draw_masks
 
 __all__ = ["MODELS", "RNN", "Forward", "LayerSpec", "LossAndGrad", "Trace", "require_network"]
@@ -409,31 +410,12 @@ class RNN(Stack):
         if given is not None:
             if rng is not None:
                 raise ValueError(f"{where}: pass dropout_rng or dropout_masks, not both")
-            return self._check_masks(given, T, B, where)
+            return check_masks(self, given, T, B, where)
         if rng is None or (self.dropout == 0 and self.recurrent_dropout == 0):
             return None
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"{where}: dropout_rng must be a numpy.random.Generator, got {type(rng).__name__}")
         return draw_masks(self, T, B, rng)
-
-    def _check_masks(self, masks: object, T: int, B: int, where: str) -> DropoutMasks:
-        """Replayed masks must fit this network and batch: one per layer but the last, one per h state."""
-        if not isinstance(masks, DropoutMasks):
-            raise TypeError(f"{where}: dropout_masks must be the DropoutMasks of an earlier result")
-        if masks.outputs and len(masks.outputs) != self.num_layers - 1:
-            raise ValueError(
-                f"{where}: dropout_masks.outputs must have {self.num_layers - 1} arrays (one per layer but "
-                f"the last), got {len(masks.outputs)}"
-            )
-        for k, (m, spec) in enumerate(zip(masks.outputs, self.specs, strict=False)):
-            _fits(m, (T, B, spec.width), self.dtype, f"dropout_masks.outputs[{k}]", where)
-        h_sizes = {layer.state_names[0]: layer.hidden_size for layer in self.layers}
-        unknown = sorted(set(masks.recurrent) - set(h_sizes))
-        if unknown:
-            raise ValueError(f"{where}: dropout_masks.recurrent has keys {unknown}; expected some of {list(h_sizes)}")
-        for name, m in masks.recurrent.items():
-            _fits(m, (B, h_sizes[name]), self.dtype, f"dropout_masks.recurrent[{name!r}]", where)
-        return masks
 
     def state_at(self, fwd: Forward, t: int) -> dict[str, np.ndarray]:
         """The state after step ``t`` (0-based) of ``fwd``, keyed like ``fwd.state`` (copies).
@@ -495,12 +477,6 @@ def _in_step_order(cache: Any, adj: Adjoints, direct: np.ndarray, pad: Padding |
     d_rec = d_in if adj.d_rec is adj.d_in else flip(adj.d_rec, pad)
     adj = replace(adj, d_in=d_in, d_rec=d_rec, dh=flip(adj.dh, pad), terms=None)
     return replace(cache, **steps), adj, flip(direct, pad)
-
-
-def _fits(a: object, shape: tuple[int, ...], dtype: np.dtype, name: str, where: str) -> None:
-    if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype:
-        got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
-        raise ValueError(f"{where}: {name} must be a {dtype} array of shape {shape}, got {got}")
 
 
 def _describe(specs: Sequence[LayerSpec]) -> str:

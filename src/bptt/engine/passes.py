@@ -17,7 +17,7 @@ from .layers.base import Adjoints, Padding
 if TYPE_CHECKING:  # the stack builds on this module
     from .stack import Stack
 
-__all__ = ["Backprop", "DropoutMasks", "Forward", "LayerBackprop", "LayerSpec", "States", "draw_masks"]
+__all__ = ["Backprop", "DropoutMasks", "Forward", "LayerBackprop", "LayerSpec", "States", "check_masks", "draw_masks"]
 
 States = tuple[tuple[np.ndarray, ...], ...]  # per layer, its state variables, each (B, H_k)
 
@@ -183,3 +183,29 @@ def draw_masks(stack: Stack, T: int, B: int, rng: np.random.Generator) -> Dropou
             layer.state_names[0]: mask(stack.recurrent_dropout, (B, layer.hidden_size)) for layer in stack.layers
         }
     return DropoutMasks(outputs=outputs, recurrent=recurrent)
+
+
+def check_masks(stack: Stack, masks: object, T: int, B: int, where: str) -> DropoutMasks:
+    """Replayed masks must fit this network and batch: one per layer but the last, one per h state."""
+    if not isinstance(masks, DropoutMasks):
+        raise TypeError(f"{where}: dropout_masks must be the DropoutMasks of an earlier result")
+    if masks.outputs and len(masks.outputs) != stack.num_layers - 1:
+        raise ValueError(
+            f"{where}: dropout_masks.outputs must have {stack.num_layers - 1} arrays (one per layer but "
+            f"the last), got {len(masks.outputs)}"
+        )
+    for k, (m, spec) in enumerate(zip(masks.outputs, stack.specs, strict=False)):
+        _fits(m, (T, B, spec.width), stack.dtype, f"dropout_masks.outputs[{k}]", where)
+    h_sizes = {layer.state_names[0]: layer.hidden_size for layer in stack.layers}
+    unknown = sorted(set(masks.recurrent) - set(h_sizes))
+    if unknown:
+        raise ValueError(f"{where}: dropout_masks.recurrent has keys {unknown}; expected some of {list(h_sizes)}")
+    for name, m in masks.recurrent.items():
+        _fits(m, (B, h_sizes[name]), stack.dtype, f"dropout_masks.recurrent[{name!r}]", where)
+    return masks
+
+
+def _fits(a: object, shape: tuple[int, ...], dtype: np.dtype, name: str, where: str) -> None:
+    if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype:
+        got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise ValueError(f"{where}: {name} must be a {dtype} array of shape {shape}, got {got}")
