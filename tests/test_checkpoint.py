@@ -475,3 +475,12 @@ def test_source_never_calls_eval_or_exec():
                     if m.split(".")[0] in {"pickle", "marshal", "shelve", "dill", "cloudpickle", "joblib"}
                 ]
     assert hits == []
+
+
+def test_a_checkpoint_without_carried_state_or_optimizer_saves(tmp_path):
+    m = bptt.GRU(5, 4, 5, bidirectional=True, seed=0)
+    path = tmp_path / "bare.safetensors"
+    save_checkpoint(path, Checkpoint(model=m, state=None))
+    back = load_checkpoint(path)
+    assert type(back.model) is bptt.GRU and back.model.config() == m.config() and back.state == {}
+    assert all(np.array_equal(back.model.params[k], m.params[k]) for k in m.params)

@@ -61,7 +61,7 @@ class Checkpoint:
     optimizer : tuple (arrays, scalars) or None
         As returned by :meth:`bptt.optim.Optimizer.state_dict`.
     state : dict of ndarray
-        Carried hidden state (empty when none).
+        Carried hidden state (empty, or ``None``, when none).
     """
 
     model: RNN
@@ -97,7 +97,7 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     tensors: dict[str, np.ndarray] = {f"params/{k}": v for k, v in ckpt.model.params.items()}
     if ckpt.optimizer is not None:
         tensors.update({f"optim/{k}": v for k, v in ckpt.optimizer[0].items()})
-    tensors.update({f"state/{k}": v for k, v in ckpt.state.items()})
+    tensors.update({f"state/{k}": v for k, v in (ckpt.state or {}).items()})
     for name, a in tensors.items():
         if not np.isfinite(a).all():
             raise CheckpointError(f"refusing to save {path}: {name} is not finite")
