@@ -1,7 +1,7 @@
 """The original GRU (``reset_after=False``: ``n = tanh(V_n x + b_n + W_n (r ⊙ h))``), three oracles deep.
 
 1. Its reference step (``ClassicGRULayer.step_forward`` / ``step_backward``) against central
-   differences, with and without a recurrent-dropout mask.
+   differences, with and without a recurrent-dropout mask: in ``tests/test_kernels.py``, with every cell.
 2. Its fast kernels (whole-window forward, adjoints, block-wise ``∂J/∂W``, per-step terms, the
    one-token kernel) against the reference step to 1e-12, through every feature of the network:
    depth, bias, token inputs, lengths, reverse directions, dropout, many-to-one targets.
@@ -9,8 +9,7 @@
    below from the equations alone: an explicit loop over time, no ``torch.nn.GRU`` (whose reset
    is applied after the product) and no code from ``bptt``.
 
-Then the named model (``bptt.GRU(..., reset_after=False)``: its parameters, its config round trip)
-and, where Keras is installed, Keras's own ``GRU(reset_after=False)`` as a check of the convention.
+Then the named model (``bptt.GRU(..., reset_after=False)``: its parameters, its config round trip).
 """
 
 from __future__ import annotations
@@ -65,40 +64,7 @@ def random_state(m, batch=B, seed=1):
     return {name: 0.5 * rng.standard_normal((batch, *shape)) for name, shape in m.state_shapes.items()}
 
 
-# -- 1. the reference step is the exact vector-Jacobian product of the step ------------------------
-@pytest.mark.parametrize("bias, masked, tokens", list(itertools.product((True, False), repeat=3)))
-def test_reference_step_backward_is_the_exact_vjp_of_step_forward(bias, masked, tokens):
-    rng = np.random.default_rng(11)
-    layer = ClassicGRULayer(D, H, bias=bias)
-    params = layer.init_params(rng, np.float64)
-    for v in params.values():
-        v += 0.2 * rng.standard_normal(v.shape)
-    w = layer.weights(params)
-    x_t = rng.integers(0, D, B) if tokens else rng.standard_normal((B, D))
-    state = (rng.standard_normal((B, H)),)
-    rmask = rng.choice([0.0, 1.0 / 0.6], (B, H)) if masked else None
-    new, kept = layer.step_forward(w, x_t, state, rmask)
-    seeds = (rng.standard_normal(new[0].shape),)  # a random upstream gradient, never ones
-
-    def J() -> float:  # reads x_t, state and the weights, which the loop below perturbs in place
-        return float((layer.step_forward(w, x_t, state, rmask)[0][0] * seeds[0]).sum())
-
-    g = layer.step_backward(w, x_t, state, kept, seeds, rmask)
-    assert (g.dx is None) == tokens and g.d_rec is g.d_in
-    pairs = [("state", state[0], g.dstate[0])] + ([] if tokens else [("x_t", x_t, g.dx)])
-    pairs += [(f"weight {k}", p, d) for k, (p, d) in enumerate(zip(w, g.dweights, strict=True)) if p is not None]
-    eps = 1e-6
-    for what, target, analytic in pairs:
-        numeric = np.empty_like(target)
-        for i in np.ndindex(target.shape):
-            orig = target[i]
-            target[i] = orig + eps
-            plus = J()
-            target[i] = orig - eps
-            minus = J()
-            target[i] = orig
-            numeric[i] = (plus - minus) / (2 * eps)
-        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8, err_msg=what)
+# -- 1. the reference step's central-difference check is tests/test_kernels.py's, for every cell ---------
 
 
 # -- 2. the fast kernels equal the reference step -----------------------------------------------------

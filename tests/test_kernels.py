@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt.layers import CELLS, ElmanLayer, LSTMLayer
+from bptt.layers import CELLS, ClassicGRULayer, ElmanLayer, LSTMLayer
 from bptt.stepper import Stepper
 
 D, H, O, B = 5, 4, 5, 3
@@ -168,29 +168,33 @@ def test_activations_embedding_and_skip_paths_match(cell, activation):
             close(gf.grads[name], gr.grads[name], f"grad {name} ({embedding=}, {reads_input=}, {tokens=})")
 
 
-@pytest.mark.parametrize("layer_cls", list(CELLS.values()))
-def test_reference_step_backward_is_the_exact_vjp_of_step_forward(layer_cls):
-    """The reference step itself against central differences (the reference is only as good as this)."""
+@pytest.mark.parametrize("layer_cls", [*CELLS.values(), ClassicGRULayer])
+@pytest.mark.parametrize("bias, masked, tokens", list(itertools.product((True, False), repeat=3)))
+def test_reference_step_backward_is_the_exact_vjp_of_step_forward(layer_cls, bias, masked, tokens):
+    """The reference step itself against central differences (the reference is only as good as this),
+    with and without a bias, a recurrent-dropout mask and token inputs."""
     rng = np.random.default_rng(11)
     if layer_cls is ElmanLayer:
-        layer = layer_cls(D, H, bptt.activations.HIDDEN_ACTIVATIONS["tanh"])
+        layer = layer_cls(D, H, bptt.activations.HIDDEN_ACTIVATIONS["tanh"], bias=bias)
     else:
-        layer = layer_cls(D, H)
+        layer = layer_cls(D, H, bias=bias)
     params = layer.init_params(rng, np.float64)
     for v in params.values():
         v += 0.2 * rng.standard_normal(v.shape)
     w = layer.weights(params)
-    x_t = rng.standard_normal((B, D))
+    x_t = rng.integers(0, D, B) if tokens else rng.standard_normal((B, D))
     state = tuple(rng.standard_normal((B, H)) for _ in layer.state_names)
-    new, kept = layer.step_forward(w, x_t, state)
-    seeds = tuple(rng.standard_normal(s.shape) for s in new)
+    rmask = rng.choice([0.0, 1.0 / 0.6], (B, H)) if masked else None
+    new, kept = layer.step_forward(w, x_t, state, rmask)
+    seeds = tuple(rng.standard_normal(s.shape) for s in new)  # a random upstream gradient, never ones
 
     def J() -> float:  # reads x_t, state and the weights, which the loop below perturbs in place
-        out = layer.step_forward(w, x_t, state)[0]
+        out = layer.step_forward(w, x_t, state, rmask)[0]
         return sum(float((a * s).sum()) for a, s in zip(out, seeds, strict=True))
 
-    g = layer.step_backward(w, x_t, state, kept, seeds)
-    pairs = [("x_t", x_t, g.dx), *(("state", s, d) for s, d in zip(state, g.dstate, strict=True))]
+    g = layer.step_backward(w, x_t, state, kept, seeds, rmask)
+    assert (g.dx is None) == tokens
+    pairs = [("state", s, d) for s, d in zip(state, g.dstate, strict=True)] + ([] if tokens else [("x_t", x_t, g.dx)])
     pairs += [(f"weight {k}", p, d) for k, (p, d) in enumerate(zip(w, g.dweights, strict=True)) if p is not None]
     eps = 1e-6
     for what, target, analytic in pairs:

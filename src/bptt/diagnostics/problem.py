@@ -88,7 +88,6 @@ def float64_problem(
         w = _checks.loss_weights(loss_weights, T, B, model.dtype, where)
         w_ = None if w is None else w.astype(np.float64)
         if lengths is not None:
-            valid = Padding.of(lengths, T).valid.astype(np.float64)
-            w_ = valid if w_ is None else w_ * valid
+            w_ = Padding.of(lengths, T).loss_weights(w_, np.float64)
     h0_64 = {name: s.astype(np.float64) for name, s in model.name_states(states).items()}
     return Problem(model=model.astype("float64"), x=_wide(x), h0=h0_64, y=y_, w=w_, lengths=lengths)

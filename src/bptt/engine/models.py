@@ -18,7 +18,7 @@ GRU            ``GRU(D, H, O)``                                                 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +28,31 @@ from .network import MODELS, RNN, LayerSpec
 __all__ = ["GRU", "LSTM", "MODELS", "Elman"]
 
 
-class Elman(RNN):
+class _Named(RNN):
+    """A network of one cell kind, built from a uniform stack by :meth:`build`."""
+
+    spec_options: tuple[str, ...] = ()  # LayerSpec fields the constructor takes as keywords (build reads them back)
+
+    @classmethod
+    def build(cls, input_size, layers, output_size, settings, *, seed=None, params=None, kernels="fast") -> RNN:
+        """The factory :meth:`RNN.from_config` calls for a stack of ``cls``'s layers, all of one kind, size and
+        options: the stack's shape and each of :attr:`spec_options` become the constructor's keywords."""
+        spec = layers[0]
+        return cls(
+            input_size,
+            spec.hidden_size,
+            output_size,
+            num_layers=len(layers),
+            bidirectional=spec.bidirectional,
+            seed=seed,
+            kernels=kernels,
+            _params=params,
+            **{name: getattr(spec, name) for name in cls.spec_options},
+            **settings,
+        )
+
+
+class Elman(_Named):
     """Elman network of the lecture: ``h_t = f_h(V x_t + W h_{t-1} + b_h)``, ``ŷ_t = f_y(U h_t + b_y)``.
 
     ======  =========  ===================================================
@@ -114,7 +138,7 @@ class Elman(RNN):
         kernels: str = "fast",
         _params: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        layers = _stack("elman", hidden_size, num_layers, self._name, bidirectional, activation)
+        layers = _stack("elman", hidden_size, num_layers, self._name, bidirectional, activation=activation)
         super().__init__(
             input_size,
             layers,
@@ -132,16 +156,10 @@ class Elman(RNN):
             _params=_params,
         )
 
-    @classmethod
-    def build(cls, input_size, layers, output_size, settings, *, seed=None, params=None, kernels="fast") -> RNN:
-        """The factory :meth:`RNN.from_config` calls for a stack of Elman layers of one size and activation."""
-        spec = layers[0]
-        extra = dict(activation=spec.activation, bidirectional=spec.bidirectional, seed=seed, kernels=kernels)
-        extra["_params"] = params
-        return cls(input_size, layers[0].hidden_size, output_size, num_layers=len(layers), **extra, **settings)
+    spec_options = ("activation",)
 
 
-class _Gated(RNN):
+class _Gated(_Named):
     """A network of gated layers of one kind (LSTM or GRU); parameters as :class:`Elman`
     without ``activation`` (``notation`` names only the output layer's parameters)."""
 
@@ -164,8 +182,9 @@ class _Gated(RNN):
         recurrent_dropout: float = 0.0,
         kernels: str = "fast",
         _params: Mapping[str, np.ndarray] | None = None,
+        _options: Mapping[str, Any] | None = None,
     ) -> None:
-        layers = self._layer_specs(hidden_size, num_layers, bidirectional)
+        layers = _stack(self.cell, hidden_size, num_layers, self._name, bidirectional, **(_options or {}))
         super().__init__(
             input_size,
             layers,
@@ -182,15 +201,6 @@ class _Gated(RNN):
             kernels=kernels,
             _params=_params,
         )
-
-    def _layer_specs(self, hidden_size, num_layers, bidirectional) -> list[LayerSpec]:
-        return _stack(self.cell, hidden_size, num_layers, self._name, bidirectional)
-
-    @classmethod
-    def build(cls, input_size, layers, output_size, settings, *, seed=None, params=None, kernels="fast") -> RNN:
-        """The factory :meth:`RNN.from_config` calls for a stack of this class's layers, all of one size."""
-        extra = dict(bidirectional=layers[0].bidirectional, seed=seed, kernels=kernels, _params=params)
-        return cls(input_size, layers[0].hidden_size, output_size, num_layers=len(layers), **extra, **settings)
 
 
 class LSTM(_Gated):
@@ -235,20 +245,10 @@ class GRU(_Gated):
     _name = "GRU"
     cell = "gru"
 
+    spec_options = ("reset_after",)
+
     def __init__(self, input_size: int, hidden_size: int, output_size: int, *, reset_after: bool = True, **kwargs):
-        self._reset_after = reset_after  # read by _layer_specs while the base class builds the stack
-        super().__init__(input_size, hidden_size, output_size, **kwargs)
-
-    def _layer_specs(self, hidden_size, num_layers, bidirectional) -> list[LayerSpec]:
-        specs = super()._layer_specs(hidden_size, num_layers, bidirectional)
-        return [replace(s, reset_after=self._reset_after) for s in specs]
-
-    @classmethod
-    def build(cls, input_size, layers, output_size, settings, *, seed=None, params=None, kernels="fast") -> RNN:
-        """The factory :meth:`RNN.from_config` calls for a stack of GRU layers, all of one size and variant."""
-        extra = dict(bidirectional=layers[0].bidirectional, reset_after=layers[0].reset_after, seed=seed)
-        extra.update(kernels=kernels, _params=params)
-        return cls(input_size, layers[0].hidden_size, output_size, num_layers=len(layers), **extra, **settings)
+        super().__init__(input_size, hidden_size, output_size, _options={"reset_after": reset_after}, **kwargs)
 
 
 # The one table of named networks (bptt.engine.network.MODELS, which RNN.from_config reads).
@@ -256,9 +256,7 @@ MODELS.update({cls.cell: cls for cls in (Elman, LSTM, GRU)})
 NAMED = MODELS  # its name before the sub-packages
 
 
-def _stack(
-    kind: str, hidden_size: int, num_layers: int, where: str, bidirectional: bool, activation: str = "tanh"
-) -> list[LayerSpec]:
+def _stack(kind: str, hidden_size: int, num_layers: int, where: str, bidirectional: bool, **options) -> list[LayerSpec]:
     hidden_size = _checks.positive_int(hidden_size, "hidden_size", where)
     num_layers = _checks.positive_int(num_layers, "num_layers", where)
-    return [LayerSpec(kind, hidden_size, activation, bidirectional) for _ in range(num_layers)]
+    return [LayerSpec(kind, hidden_size, bidirectional=bidirectional, **options) for _ in range(num_layers)]

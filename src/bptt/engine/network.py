@@ -338,8 +338,7 @@ class RNN(Stack):
         y = _checks.targets(y, T, B, self.output_size, out.class_targets, self.dtype, out.name, where, final=final)
         w = _checks.loss_weights(loss_weights, T, B, self.dtype, where, final=final)
         if lengths is not None and not final:  # no loss at padding steps
-            valid = Padding.of(lengths, T).valid.astype(self.dtype)
-            w = valid if w is None else w * valid
+            w = Padding.of(lengths, T).loss_weights(w, self.dtype)
         masks = self._dropout_masks(T, B, rng, masks, where)  # after every check: no draw for a refused call
         fwd = self.run(x, states, lengths=lengths, dropout=masks, final=final)
         per = out.loss_given_outputs(fwd.outputs, fwd.logits, y)  # (T, B) or (B,)

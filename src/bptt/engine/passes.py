@@ -8,6 +8,7 @@ holding everything its backward pass needs, :meth:`~bptt.engine.stack.Stack.back
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -107,7 +108,7 @@ class Forward:
     dropout: DropoutMasks | None = None
     final: bool = False
 
-    @property
+    @cached_property  # frozen dataclasses allow it: it writes the instance dict, not an attribute
     def padding(self) -> Padding | None:
         return None if self.lengths is None else Padding.of(self.lengths, self.x.shape[0])
 

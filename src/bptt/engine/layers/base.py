@@ -124,6 +124,11 @@ class Padding:
         order = np.where(valid, lengths[None, :] - 1 - t, t)
         return cls(lengths=lengths, valid=valid, pad=~valid[:, :, None], first=int(lengths.min()), order=order)
 
+    def loss_weights(self, w: np.ndarray | None, dtype) -> np.ndarray:
+        """``w`` (T, B) with the padding steps' weights set to 0 (all ones when ``w`` is ``None``)."""
+        valid = self.valid.astype(dtype)
+        return valid if w is None else w * valid
+
     def at(self, t: int) -> np.ndarray | None:
         """``(B, 1)`` rows of step ``t`` that are padding, or ``None`` when there are none."""
         return self.pad[t] if t >= self.first else None
@@ -206,17 +211,29 @@ class Layer(ABC):
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Parameter names mapped to shapes, in a fixed order."""
 
-    @abstractmethod
     def init_params(self, rng: np.random.Generator, dtype: np.dtype) -> dict[str, np.ndarray]:
-        """Fresh parameters drawn from ``rng``."""
+        """Fresh parameters drawn from ``rng`` in the order of :meth:`param_shapes`: every matrix
+        ``U(−1/√H, 1/√H)`` (PyTorch's RNN initialisation), every bias 0."""
+        scale = 1.0 / np.sqrt(self.hidden_size)
+        return {
+            name: np.zeros(shape, dtype) if len(shape) == 1 else uniform(rng, shape, scale, dtype)
+            for name, shape in self.param_shapes().items()
+        }
 
-    @abstractmethod
     def weights(self, params: dict[str, np.ndarray]) -> tuple[np.ndarray | None, ...]:
-        """The cell's weights in lecture order, ``(V, W, b, …)`` (``None`` for a missing bias)."""
+        """The cell's weights in lecture order: ``(V, W, b)`` here (``None`` for a missing bias);
+        cells with other names or more weights override this and :meth:`named`."""
+        s = self.suffix
+        return params["V" + s], params["W" + s], params["b" + s] if self.bias else None
 
-    @abstractmethod
     def named(self, grads: tuple[np.ndarray | None, ...]) -> dict[str, np.ndarray]:
         """Gradients (or per-step terms) in the order of :meth:`weights`, keyed by parameter name."""
+        dV, dW, db = grads
+        s = self.suffix
+        named = {"V" + s: dV, "W" + s: dW}
+        if self.bias:
+            named["b" + s] = db
+        return named
 
     def bias_grads(self, in_total: np.ndarray | None, rec_total: np.ndarray | None) -> tuple[np.ndarray | None, ...]:
         """The bias entries of :meth:`weights`' gradient from the sums of ``d_in`` and ``d_rec``."""

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..activations import Activation
 from ..inputs import input_grad, input_term, is_tokens, project
-from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, stacked_states, state_buffer, uniform
+from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, stacked_states, state_buffer
 
 __all__ = ["ELMAN_NOTATIONS", "ElmanCache", "ElmanLayer", "ElmanTokenKernel"]
 
@@ -111,14 +111,6 @@ class ElmanLayer(Layer):
         if self.bias:
             shapes[n_b] = (H,)
         return shapes
-
-    def init_params(self, rng: np.random.Generator, dtype: np.dtype) -> dict[str, np.ndarray]:
-        scale = 1.0 / np.sqrt(self.hidden_size)
-        params = {}
-        for name, shape in self.param_shapes().items():
-            is_bias = len(shape) == 1
-            params[name] = np.zeros(shape, dtype) if is_bias else uniform(rng, shape, scale, dtype)
-        return params
 
     def weights(self, params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``(V, W, b_h)`` whatever the notation (views into ``W_ssx`` for concat)."""

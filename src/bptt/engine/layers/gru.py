@@ -43,7 +43,7 @@ import numpy as np
 
 from ..activations import sigmoid
 from ..inputs import input_grad, input_term, is_tokens, project
-from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, stacked_states, state_buffer, uniform
+from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, stacked_states, state_buffer
 
 __all__ = ["GRUCache", "GRULayer", "GRUStep", "GRUTokenKernel"]
 
@@ -106,13 +106,6 @@ class GRULayer(Layer):
             shapes["b" + s] = (3 * H,)
             shapes["b_hn" + s] = (H,)
         return shapes
-
-    def init_params(self, rng, dtype):
-        scale = 1.0 / np.sqrt(self.hidden_size)
-        return {
-            name: np.zeros(shape, dtype) if len(shape) == 1 else uniform(rng, shape, scale, dtype)
-            for name, shape in self.param_shapes().items()
-        }
 
     def weights(self, params):
         """``(V, W, b, b_hn)``."""

@@ -65,7 +65,6 @@ from .base import (
     recurrent_input,
     stacked_states,
     state_buffer,
-    uniform,
 )
 
 __all__ = ["ClassicGRUCache", "ClassicGRULayer", "ClassicGRUStep", "ClassicGRUTokenKernel"]
@@ -128,26 +127,6 @@ class ClassicGRULayer(Layer):
         if self.bias:
             shapes["b" + s] = (3 * H,)
         return shapes
-
-    def init_params(self, rng, dtype):
-        scale = 1.0 / np.sqrt(self.hidden_size)
-        return {
-            name: np.zeros(shape, dtype) if len(shape) == 1 else uniform(rng, shape, scale, dtype)
-            for name, shape in self.param_shapes().items()
-        }
-
-    def weights(self, params):
-        """``(V, W, b)``."""
-        s = self.suffix
-        return params["V" + s], params["W" + s], params["b" + s] if self.bias else None
-
-    def named(self, grads):
-        dV, dW, db = grads
-        s = self.suffix
-        named = {"V" + s: dV, "W" + s: dW}
-        if self.bias:
-            named["b" + s] = db
-        return named
 
     def state_at(self, cache, t):
         return (cache.H[t],)

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..activations import sigmoid
 from ..inputs import input_grad, input_term, is_tokens, project
-from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, stacked_states, state_buffer, uniform
+from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, stacked_states, state_buffer
 
 __all__ = ["LSTMCache", "LSTMLayer", "LSTMStep", "LSTMTokenKernel"]
 
@@ -117,30 +117,11 @@ class LSTMLayer(Layer):
         return shapes
 
     def init_params(self, rng, dtype):
-        H, s = self.hidden_size, self.suffix
-        scale = 1.0 / np.sqrt(H)
-        params = {
-            "V" + s: uniform(rng, (4 * H, self.input_size), scale, dtype),
-            "W" + s: uniform(rng, (4 * H, H), scale, dtype),
-        }
+        params = super().init_params(rng, dtype)  # V, W ~ U(±1/√H), b = 0
         if self.bias:
-            b = np.zeros(4 * H, dtype)
-            b[H : 2 * H] = 1.0  # forget-gate bias 1: remember by default (Jozefowicz et al.)
-            params["b" + s] = b
+            H = self.hidden_size
+            params["b" + self.suffix][H : 2 * H] = 1.0  # forget-gate bias 1: remember by default (Jozefowicz et al.)
         return params
-
-    def weights(self, params):
-        """``(V, W, b)``."""
-        s = self.suffix
-        return params["V" + s], params["W" + s], params["b" + s] if self.bias else None
-
-    def named(self, grads):
-        dV, dW, db = grads
-        s = self.suffix
-        named = {"V" + s: dV, "W" + s: dW}
-        if self.bias:
-            named["b" + s] = db
-        return named
 
     def state_at(self, cache, t):
         return (cache.H[t], cache.C[t])
