@@ -223,3 +223,28 @@ def test_d_logits_of_one_target_per_sequence_divides_by_the_batch():
     g = m.backward(r.forward, d)
     for name in r.grads:
         np.testing.assert_allclose(g[name], r.grads[name], rtol=1e-12)
+
+
+def test_state_at_and_layer_spec_flags_are_checked():
+    m = bptt.GRU(D, H, O, bidirectional=True, seed=0)
+    x, _ = _data(13)
+    with pytest.raises(ValueError, match=r"GRU.state_at: a bidirectional network has no state after step t"):
+        m.state_at(m.forward(x), 0)
+    with pytest.raises(TypeError, match=r"layers\[0\].bidirectional must be True or False, got 'yes'"):
+        bptt.RNN(D, [bptt.LayerSpec("gru", H, bidirectional="yes")], O)
+
+
+def test_bptt_sample_refuses_a_bidirectional_checkpoint_in_one_line(tmp_path, capsys):
+    from bptt.checkpoint import Checkpoint, save_checkpoint
+    from bptt.cli import main
+    from bptt.vocab import Vocabulary
+
+    vocab = Vocabulary.build(["hello world"])
+    path = tmp_path / "bi.safetensors"
+    save_checkpoint(
+        path, Checkpoint(model=bptt.GRU(len(vocab), 8, len(vocab), bidirectional=True, seed=0), vocab=vocab)
+    )
+    code = main(["sample", str(path), "--prime", "he", "-n", "5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("bptt: error: Stepper: a bidirectional network has no one-step form")
