@@ -294,3 +294,86 @@ def test_sequence_features_equal_the_reference_step(cell, notation, bias, tokens
             assert gf.loss == pytest.approx(gr.loss, rel=RTOL)
             for name in gf.grads:
                 close(gf.grads[name], gr.grads[name], f"grad {name} ({target.shape=}, dropout={replay is not None})")
+
+
+# -- a padded batch runs longest first: step t on the first n_t rows only ---------------------------------
+def _taken(d, rows, axis):
+    return {k: np.take(v, rows, axis=axis) for k, v in d.items()}
+
+
+@pytest.mark.parametrize("cell", SEQ_CELLS)
+@pytest.mark.parametrize("bidirectional", (False, True))
+@pytest.mark.parametrize("lengths", ([2, 6, 4, 6, 1], [3, 1, 4, 2, 2]))  # the second stops before T
+def test_a_padded_batch_in_any_order_equals_it_sorted_longest_first(cell, bidirectional, lengths):
+    """The stack sorts a padded batch once and puts every result back in the batch's order: running
+    the batch as given equals running it already sorted (where nothing is reordered), row for row."""
+    kind, variant = ("gru", {"reset_after": False}) if cell == "gru_classic" else (cell, {})
+    specs = [bptt.LayerSpec(kind, H, bidirectional=bidirectional, **variant) for _ in range(2)]
+    m = bptt.RNN(D, specs, O, seed=5, dropout=0.3, recurrent_dropout=0.2)
+    randomise_biases(m)
+    T, Bn = 6, len(lengths)
+    lengths = np.array(lengths)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((T, Bn, D))
+    y = rng.integers(0, O, (T, Bn))
+    h0 = {k: 0.5 * rng.standard_normal((Bn, *s)) for k, s in m.state_shapes.items()}
+    order = np.argsort(-lengths, kind="stable")
+    back = np.argsort(order)
+    xs, ys, h0s, ls = x[:, order], y[:, order], _taken(h0, order, 0), lengths[order]
+
+    f, fs = m.forward(x, h0, lengths=lengths), m.forward(xs, h0s, lengths=ls)
+    assert fs.rows is None and np.array_equal(f.rows, order)
+    close(f.outputs, fs.outputs[:, back], "outputs")
+    for k, (a, b) in enumerate(zip(f.hidden, fs.hidden, strict=True)):
+        close(a, b[:, back], f"hidden[{k}]")
+    for name in f.state:
+        close(f.state[name], fs.state[name][back], f"state {name}")
+    if not bidirectional:
+        for t in range(T):
+            s, ss = m.state_at(f, t), m.state_at(fs, t)
+            for name in s:
+                close(s[name], ss[name][back], f"state_at({t}) {name}")
+
+    d_logits = rng.standard_normal(f.logits.shape)
+    d_state = {k: rng.standard_normal(v.shape) for k, v in f.state.items()}
+    tr = m.trace(f, d_logits, d_state)
+    trs = m.trace(fs, d_logits[:, order], _taken(d_state, order, 0))
+    for name in tr.grads:
+        g, gs = tr.grads[name], trs.grads[name]
+        close(g, gs[back] if name in h0 else gs[:, back] if name == "x" else gs, f"grad {name}")
+    for name in tr.terms:
+        close(tr.terms[name], trs.terms[name], f"terms {name}")
+    for k in range(len(m.layers)):
+        close(tr.dh_direct[k], trs.dh_direct[k][:, back], f"dh_direct[{k}]")
+        close(tr.dh_total[k], trs.dh_total[k][:, back], f"dh_total[{k}]")
+
+    r = m.loss_and_grad(x, y, h0, lengths=lengths, dropout_rng=np.random.default_rng(2))
+    masks = r.dropout_masks
+    sorted_masks = bptt.engine.passes.DropoutMasks(
+        outputs=tuple(a[:, order] for a in masks.outputs), recurrent=_taken(masks.recurrent, order, 0)
+    )
+    rs = m.loss_and_grad(xs, ys, h0s, lengths=ls, dropout_masks=sorted_masks)
+    assert r.loss == pytest.approx(rs.loss, rel=RTOL)
+    for name in r.grads:
+        g, gs = r.grads[name], rs.grads[name]
+        close(g, gs[back] if name in h0 else gs[:, back] if name == "x" else gs, f"dropout grad {name}")
+    last = m.loss_and_grad(x, y[0], h0, lengths=lengths)  # one target per sequence: the final states
+    last_s = m.loss_and_grad(xs, y[0][order], h0s, lengths=ls)
+    close(last.outputs, last_s.outputs[back], "many-to-one outputs")
+    close(last.grads["x"], last_s.grads["x"][:, back], "many-to-one grad x")
+
+
+@pytest.mark.parametrize("layer_cls", [ElmanLayer, LSTMLayer, ClassicGRULayer])
+def test_fast_kernels_refuse_a_padding_that_is_not_longest_first(layer_cls):
+    from bptt.engine.activations import get_activation
+    from bptt.engine.layers.base import Padding
+
+    extra = {"activation": get_activation("tanh", "test")} if layer_cls is ElmanLayer else {}
+    layer = layer_cls(D, H, **extra)
+    params = layer.init_params(np.random.default_rng(0), np.float64)
+    x = np.zeros((3, 2, D))
+    state0 = tuple(np.zeros((2, H)) for _ in layer.state_names)
+    with pytest.raises(ValueError, match="longest first"):
+        layer.fast_forward(params, x, state0, pad=Padding.of(np.array([1, 3]), 3))
+    H_out, _, _ = layer.fast_forward(params, x, state0, pad=Padding.of(np.array([3, 1]), 3))
+    assert H_out.shape == (3, 2, H)

@@ -148,11 +148,12 @@ def saturation(model: RNN, fwd: Forward) -> np.ndarray:
         saturated at step ``t``.
     """
     T = fwd.logits.shape[0]
+    b = 0 if fwd.rows is None else int(np.flatnonzero(fwd.rows == 0)[0])  # the caches' row of sequence 0
     lo, hi = 1.0 - SATURATION, SATURATION
     out = np.empty((T, len(model.layers)))  # every layer and direction, in the order of model.layers
     for k, (layer, cache) in enumerate(zip(model.layers, fwd.caches, strict=True)):
         if layer.kind == "elman":
-            Hk = cache.H[:, 0]  # (T, H)
+            Hk = cache.H[:, b]  # (T, H)
             name = layer.activation.name
             if name == "tanh":
                 sat = np.abs(Hk) > SATURATION
@@ -163,7 +164,7 @@ def saturation(model: RNN, fwd: Forward) -> np.ndarray:
             else:
                 sat = np.zeros(Hk.shape, bool)  # identity never saturates
         else:
-            G = cache.G[:, 0].reshape(T, -1, layer.hidden_size)  # (T, gates, H) activations
+            G = cache.G[:, b].reshape(T, -1, layer.hidden_size)  # (T, gates, H) activations
             tanh_gate = 2  # g of [i, f, g, o]; n of [r, z, n]
             sat = (G < lo) | (G > hi)
             sat[:, tanh_gate] = np.abs(G[:, tanh_gate]) > SATURATION
@@ -186,7 +187,7 @@ def steps_as_one_sequence(fwd: Forward) -> Forward:
 
     names = ("H", "H_prev", "G")
     caches = tuple(replace(c, **{n: flat(getattr(c, n)) for n in names if hasattr(c, n)}) for c in fwd.caches)
-    return replace(fwd, logits=flat(fwd.logits), caches=caches)
+    return replace(fwd, logits=flat(fwd.logits), caches=caches, rows=None)
 
 
 def layer_health(model: RNN, fwd: Forward | None = None) -> dict[str, float]:

@@ -307,8 +307,8 @@ class RNN(Stack):
         dh_direct, dh_total = [], []
         for j, layer in enumerate(self.layers):
             cache, adj, direct = fwd.caches[j], bp.layers[j].adjoints, bp.layers[j].dh_direct
-            if self.is_reverse(j):  # a reverse layer ran over each sequence backwards: back to the steps' order
-                cache, adj, direct = _in_step_order(cache, adj, direct, fwd.padding)
+            if fwd.rows is not None or self.is_reverse(j):  # the layer's own order → the batch's and its steps'
+                cache, adj, direct = _in_batch_order(fwd, cache, adj, direct, self.is_reverse(j))
             if wanted & set(layer.param_shapes()):
                 terms.update(layer.param_terms(self.params, cache, adj, wanted))
             dh_direct.append(direct)
@@ -430,7 +430,7 @@ class RNN(Stack):
                 f"(its reverse layers have not read steps ≤ t yet); use fwd.state or fwd.hidden"
             )
         return {
-            name: s.copy()
+            name: fwd.in_batch_order(s, axis=0).copy()
             for layer, cache in zip(self.layers, fwd.caches, strict=True)
             for name, s in zip(layer.state_names, layer.state_at(cache, int(t)), strict=True)
         }
@@ -464,18 +464,27 @@ class RNN(Stack):
         return self.output.f(logits), self.name_states(states)
 
 
-def _in_step_order(cache: Any, adj: Adjoints, direct: np.ndarray, pad: Padding | None):
-    """A reverse layer's cache, adjoints and direct ``∂J/∂h`` re-indexed by the sequence's own steps.
+def _in_batch_order(fwd: Forward, cache: Any, adj: Adjoints, direct: np.ndarray, reverse: bool):
+    """A layer's cache, adjoints and direct ``∂J/∂h`` re-indexed by the batch's rows and its own steps.
 
-    Its k-th step read real step ``lengths − 1 − k``; flipping every per-step array puts each
-    term at the step of the input it read, as for a forward layer (the reference loop's stored
+    The layers run a padded batch longest first (``fwd.rows``): its rows go back to the batch's order.
+    A reverse layer's k-th step read real step ``lengths − 1 − k``; flipping every per-step array puts
+    each term at the step of the input it read, as for a forward layer (the reference loop's stored
     terms are per processing step, so they are recomputed from the flipped arrays).
     """
-    steps = {f: flip(getattr(cache, f), pad) for f in cache.__dataclass_fields__ if f not in ("h0", "c0")}
-    d_in = flip(adj.d_in, pad)
-    d_rec = d_in if adj.d_rec is adj.d_in else flip(adj.d_rec, pad)
-    adj = replace(adj, d_in=d_in, d_rec=d_rec, dh=flip(adj.dh, pad), terms=None)
-    return replace(cache, **steps), adj, flip(direct, pad)
+    pad = fwd.padding
+
+    def steps(a: np.ndarray, axis: int = 1) -> np.ndarray:
+        a = fwd.in_batch_order(a, axis)
+        return flip(a, pad) if reverse and axis == 1 else a
+
+    fields = {f: steps(getattr(cache, f), 0 if f in ("h0", "c0") else 1) for f in cache.__dataclass_fields__}
+    d_in = steps(adj.d_in)
+    d_rec = d_in if adj.d_rec is adj.d_in else steps(adj.d_rec)
+    dstate0 = tuple(fwd.in_batch_order(d, 0) for d in adj.dstate0)
+    terms = adj.terms if not reverse else None  # per-step terms sum over the batch: its order does not matter
+    adj = replace(adj, d_in=d_in, d_rec=d_rec, dh=steps(adj.dh), dstate0=dstate0, terms=terms)
+    return replace(cache, **fields), adj, steps(direct)
 
 
 def _describe(specs: Sequence[LayerSpec]) -> str:

@@ -18,7 +18,17 @@ from .layers.base import Adjoints, Padding
 if TYPE_CHECKING:  # the stack builds on this module
     from .stack import Stack
 
-__all__ = ["Backprop", "DropoutMasks", "Forward", "LayerBackprop", "LayerSpec", "States", "check_masks", "draw_masks"]
+__all__ = [
+    "Backprop",
+    "DropoutMasks",
+    "Forward",
+    "LayerBackprop",
+    "LayerSpec",
+    "States",
+    "check_masks",
+    "draw_masks",
+    "longest_first",
+]
 
 States = tuple[tuple[np.ndarray, ...], ...]  # per layer, its state variables, each (B, H_k)
 
@@ -87,10 +97,14 @@ class Forward:
         The validated input.
     caches : tuple
         One immutable cache per layer and direction (``ElmanCache``, ``LSTMCache``, ``GRUCache``,
-        ``ClassicGRUCache``), in the order of :attr:`Stack.layers`; a reverse layer's is in its own
-        (reversed) step order.
+        ``ClassicGRUCache``), in the order of :attr:`Stack.layers`, in the layers' own order: a
+        reverse layer's steps reversed, and the rows sorted by ``rows`` when there is padding.
     lengths : ndarray (B,) or None
         Real steps of each sequence (``None``: all T).
+    rows : ndarray (B,) or None
+        The layers' row order for a padded batch whose lengths are not already longest first: cache
+        row ``i`` (and adjoint row ``i`` of a kept backward pass) is sequence ``rows[i]``. ``None``:
+        the batch's own order. Everything else here is in the batch's own order.
     dropout : DropoutMasks or None
         The masks this pass used (``None``: no dropout).
     final : bool
@@ -107,10 +121,23 @@ class Forward:
     lengths: np.ndarray | None = None
     dropout: DropoutMasks | None = None
     final: bool = False
+    rows: np.ndarray | None = None
 
     @cached_property  # frozen dataclasses allow it: it writes the instance dict, not an attribute
     def padding(self) -> Padding | None:
+        """The padding of the batch, in its own row order."""
         return None if self.lengths is None else Padding.of(self.lengths, self.x.shape[0])
+
+    @cached_property
+    def layer_padding(self) -> Padding | None:
+        """The padding as the layers ran it: rows sorted by :attr:`rows`, longest first."""
+        if self.rows is None:
+            return self.padding
+        return None if self.lengths is None else Padding.of(self.lengths[self.rows], self.x.shape[0])
+
+    def in_batch_order(self, a: np.ndarray, axis: int = 1) -> np.ndarray:
+        """Layer-ordered rows of ``a`` (a cache field, an adjoint; batch on ``axis``) in the batch's order."""
+        return a if self.rows is None else np.take(a, np.argsort(self.rows), axis=axis)
 
 
 @dataclass(frozen=True)
@@ -129,6 +156,24 @@ class DropoutMasks:
 
     outputs: tuple[np.ndarray, ...] = ()
     recurrent: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def take_rows(self, rows: np.ndarray | None) -> DropoutMasks:
+        """The masks of sequences ``rows`` (in that order), as the layers of a sorted batch use them."""
+        if rows is None:
+            return self
+        return DropoutMasks(
+            outputs=tuple(m[:, rows] for m in self.outputs), recurrent={k: m[rows] for k, m in self.recurrent.items()}
+        )
+
+
+def longest_first(lengths: np.ndarray | None) -> np.ndarray | None:
+    """The order that sorts a padded batch longest first (stable), or ``None`` when it already is.
+
+    The layers' fast kernels then run step ``t`` on the first ``n_t`` rows only (:class:`Padding`).
+    """
+    if lengths is None or np.all(lengths[:-1] >= lengths[1:]):
+        return None
+    return np.argsort(-lengths, kind="stable")
 
 
 @dataclass(frozen=True)

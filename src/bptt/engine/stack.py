@@ -31,7 +31,7 @@ from .inputs import project, project_backward
 from .layers import CELLS, ELMAN_NOTATIONS, KERNELS, ClassicGRULayer, ElmanLayer, Layer
 from .layers.base import Padding, flip
 from .losses import get_output
-from .passes import Backprop, DropoutMasks, Forward, LayerBackprop, LayerSpec, States, draw_masks
+from .passes import Backprop, DropoutMasks, Forward, LayerBackprop, LayerSpec, States, draw_masks, longest_first
 from .readout import Readout
 
 __all__ = ["Backprop", "DropoutMasks", "Forward", "LayerBackprop", "LayerSpec", "Stack", "draw_masks"]
@@ -39,6 +39,13 @@ __all__ = ["Backprop", "DropoutMasks", "Forward", "LayerBackprop", "LayerSpec", 
 
 def _is_array(value: object) -> bool:
     return isinstance(value, np.ndarray) and value.ndim >= 1
+
+
+def _take_rows(states, rows: np.ndarray | None):
+    """Per-layer states (tuples of (B, H) arrays, or ``None``) with their rows taken in the order ``rows``."""
+    if rows is None:
+        return states
+    return tuple(None if st is None else tuple(s[rows] for s in st) for st in states)
 
 
 class Stack:
@@ -317,15 +324,22 @@ class Stack:
         ``lengths`` marks padding; ``dropout`` applies those masks; ``final`` reads the output
         from the top layer's final states only (many-to-one) instead of at every step.
         """
-        pad = None if lengths is None else Padding.of(lengths, x.shape[0])
+        # A padded batch runs longest first: each layer's step t then works on its first n_t rows only.
+        rows = longest_first(lengths)
+        back = None if rows is None else np.argsort(rows)  # layer row order → the batch's
+        x_l, states, masks = x, _take_rows(states, rows), None if dropout is None else dropout.take_rows(rows)
+        if rows is not None:
+            x_l = x[:, rows]
+            x_l.flags.writeable = False  # kept by the first layer's cache
+        pad = None if lengths is None else Padding.of(lengths if rows is None else lengths[rows], x.shape[0])
         hidden, caches, finals = [], [None] * len(self.layers), [None] * len(self.layers)
         # The embedding e_t = E x_t is a linear map of the input (a column gather for token ids).
-        inp = x if self.embedding_size is None else project(x, self.params["E"])
+        inp = x_l if self.embedding_size is None else project(x_l, self.params["E"])
         for k, level in enumerate(self.levels):
             outs = []
             for j in level:
                 layer, reverse = self.layers[j], self.is_reverse(j)
-                rmask = None if dropout is None else dropout.recurrent.get(layer.state_names[0])
+                rmask = None if masks is None else masks.recurrent.get(layer.state_names[0])
                 H, state_T, cache = layer.forward(
                     self.params, flip(inp, pad) if reverse else inp, states[j], pad=pad, rmask=rmask
                 )
@@ -333,14 +347,15 @@ class Stack:
                 out = H if pad is None else H * pad.valid[:, :, None]  # padding steps output 0
                 outs.append(flip(out, pad) if reverse else out)
             inp = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=-1)
-            if dropout is not None and k < len(dropout.outputs):
-                inp = inp * dropout.outputs[k]
-            hidden.append(inp)
+            if masks is not None and k < len(masks.outputs):
+                inp = inp * masks.outputs[k]
+            hidden.append(inp if back is None else inp[:, back])
+        finals = _take_rows(finals, back)
         if final:  # many-to-one: [h at the last real step; h^reverse after step 0], the top layer's final h
             top = [finals[j][0] for j in self.levels[-1]]
             logits = self.readout.forward(self.params, np.concatenate(top, axis=-1)[None], x[:1])[0]
         else:
-            logits = self.readout.forward(self.params, inp, x)
+            logits = self.readout.forward(self.params, hidden[-1], x)
         return Forward(
             outputs=self.output.f(logits),
             logits=logits,
@@ -351,6 +366,7 @@ class Stack:
             lengths=lengths,
             dropout=dropout,
             final=final,
+            rows=rows,
         )
 
     def run_step(self, x_t: np.ndarray, states: States) -> tuple[np.ndarray, States]:
@@ -376,15 +392,17 @@ class Stack:
         """
         x = fwd.x
         dense = x.dtype.kind == "f"
-        pad = fwd.padding
-        d_final = list(d_final) if d_final is not None else [None] * len(self.layers)
+        pad, rows = fwd.layer_padding, fwd.rows  # the layers ran the batch in this row order
+        masks = None if fwd.dropout is None else fwd.dropout.take_rows(rows)
+        d_final = list(_take_rows(d_final, rows)) if d_final is not None else [None] * len(self.layers)
         if fwd.final:  # the readout read the top layer's final h: its gradient arrives there
             top = [fwd.state[self.layers[j].state_names[0]] for j in self.levels[-1]]
             H_top = np.concatenate(top, axis=-1)[None]
             grads, dH, dx_skip = self.readout.backward(self.params, d_logits[None], H_top, x[:1], False)
-            dH = self._add_to_final(dH[0], d_final)
+            dH = self._add_to_final(dH[0] if rows is None else dH[0, rows], d_final)
         else:
             grads, dH, dx_skip = self.readout.backward(self.params, d_logits, fwd.hidden[-1], x, dense)
+            dH = dH if rows is None else dH[:, rows]
         del d_logits  # freed here if nothing else holds it (loss_and_grad on CPython 3.11+; not a kept pass)
         state_grads: dict[str, np.ndarray] = {}
         kept: dict[int, LayerBackprop] = {}
@@ -392,8 +410,8 @@ class Stack:
         for k in range(self.num_layers - 1, -1, -1):
             level = self.levels[k]
             need_dx = k > 0 or dense or self.embedding_size is not None
-            if dH is not None and fwd.dropout is not None and k < len(fwd.dropout.outputs):
-                dH = dH * fwd.dropout.outputs[k]
+            if dH is not None and masks is not None and k < len(masks.outputs):
+                dH = dH * masks.outputs[k]
             dx = None
             for i, j in enumerate(level):
                 layer, reverse = self.layers[j], self.is_reverse(j)
@@ -406,7 +424,7 @@ class Stack:
                         dH_j = dH_j * pad.valid[:, :, None]  # the padding steps' outputs are constants
                     if reverse:
                         dH_j = np.ascontiguousarray(flip(dH_j, pad))
-                rmask = None if fwd.dropout is None else fwd.dropout.recurrent.get(layer.state_names[0])
+                rmask = None if masks is None else masks.recurrent.get(layer.state_names[0])
                 layer_grads, dx_j, dstate0, adj = layer.backward(
                     self.params, fwd.caches[j], dH_j, d_final[j], need_dx,
                     overwrite_dH=not keep, keep=keep, pad=pad, rmask=rmask,
@@ -419,6 +437,10 @@ class Stack:
                     dx_j = flip(dx_j, pad) if reverse else dx_j
                     dx = dx_j if dx is None else dx + dx_j
             dH = dx
+        if rows is not None:  # back to the batch's row order
+            back = np.argsort(rows)
+            state_grads = {name: g[back] for name, g in state_grads.items()}
+            dx = None if dx is None else dx[:, back]
         d_first = dx
         if self.embedding_size is not None:
             grads["E"], dx = project_backward(dx, x, self.params["E"], dense)  # ∂J/∂E = Σ_t de_t x_tᵀ

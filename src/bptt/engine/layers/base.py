@@ -54,6 +54,7 @@ __all__ = [
     "augmented",
     "flip",
     "freeze",
+    "running",
     "stacked_states",
     "state_buffer",
     "uniform",
@@ -97,7 +98,8 @@ class Padding:
 
     At a padding step a layer's state does not change (``state_t = state_{t-1}``) and the
     step's local gradients are zero: the state after the last real step is the final state, and
-    a padded batch computes exactly what its sequences compute one by one.
+    a padded batch computes exactly what its sequences compute one by one. A cache holds 0 for
+    the values a padding step would have kept (gates and the like).
 
     ======  =========  ==========================================================
     field   shape      meaning
@@ -108,7 +110,13 @@ class Padding:
     first   int        ``min(lengths)``: no step before it is padding anywhere
     order   (T, B)     step of the time-reversed sequence: ``lengths[b] − 1 − t`` for real steps,
                        ``t`` for padding (a reverse layer reads the real steps backwards)
+    sizes   T ints     ``n_t``, how many sequences are still running at step ``t`` (PyTorch's
+                       ``batch_sizes``): when ``descending``, they are rows ``0 .. n_t − 1``
     ======  =========  ==========================================================
+
+    The fast kernels need ``descending`` (the longest sequence first, as :meth:`Stack.run
+    <bptt.engine.stack.Stack.run>` sorts every batch): a step then runs on the first ``n_t``
+    rows only, contiguous slices, and the padding costs nothing but a copy of the stopped rows.
     """
 
     lengths: np.ndarray
@@ -116,13 +124,23 @@ class Padding:
     pad: np.ndarray
     first: int
     order: np.ndarray
+    sizes: tuple[int, ...]
+    descending: bool
 
     @classmethod
     def of(cls, lengths: np.ndarray, T: int) -> Padding:
         t = np.arange(T)[:, None]
         valid = t < lengths[None, :]
         order = np.where(valid, lengths[None, :] - 1 - t, t)
-        return cls(lengths=lengths, valid=valid, pad=~valid[:, :, None], first=int(lengths.min()), order=order)
+        return cls(
+            lengths=lengths,
+            valid=valid,
+            pad=~valid[:, :, None],
+            first=int(lengths.min()),
+            order=order,
+            sizes=tuple(int(n) for n in valid.sum(axis=1)),
+            descending=bool(np.all(lengths[:-1] >= lengths[1:])),
+        )
 
     def loss_weights(self, w: np.ndarray | None, dtype) -> np.ndarray:
         """``w`` (T, B) with the padding steps' weights set to 0 (all ones when ``w`` is ``None``)."""
@@ -132,6 +150,22 @@ class Padding:
     def at(self, t: int) -> np.ndarray | None:
         """``(B, 1)`` rows of step ``t`` that are padding, or ``None`` when there are none."""
         return self.pad[t] if t >= self.first else None
+
+
+def running(pad: Padding | None, T: int, B: int) -> tuple[int, ...]:
+    """For a fast kernel's loop: per step, the number ``n_t`` of rows that are real steps.
+
+    Rows ``n_t .. B − 1`` of step ``t`` are padding, so the sequences must come longest first.
+    Without padding every step runs all ``B`` rows.
+    """
+    if pad is None:
+        return (B,) * T
+    if not pad.descending:
+        raise ValueError(
+            "fast kernels run the sequences of a padded batch longest first; sort the batch by length "
+            "(Stack.run does), or use kernels='reference'"
+        )
+    return pad.sizes
 
 
 def flip(a: np.ndarray, pad: Padding | None) -> np.ndarray:
@@ -178,6 +212,13 @@ class StepGrads:
     dx: np.ndarray | None
     d_in: np.ndarray
     d_rec: np.ndarray
+
+
+def _without_rows(values: Any, rows: np.ndarray) -> Any:
+    """A step's kept values (an array or a tuple of arrays) with the padding ``rows`` set to 0."""
+    if isinstance(values, np.ndarray):
+        return np.where(rows, 0.0, values)
+    return type(values)(*(np.where(rows, 0.0, v) for v in values))
 
 
 def _add(total: np.ndarray | None, term: np.ndarray | None) -> np.ndarray | None:
@@ -309,8 +350,9 @@ class Layer(ABC):
         for t in range(x.shape[0]):
             new, values = self.step_forward(w, x[t], state, rmask)
             rows = None if pad is None else pad.at(t)
-            if rows is not None:  # padding: the state stays as it was
+            if rows is not None:  # padding: the state stays as it was, and the step keeps nothing
                 new = tuple(np.where(rows, old, n) for old, n in zip(state, new, strict=True))
+                values = _without_rows(values, rows)
             state = new
             states.append(state)
             kept.append(values)

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..activations import Activation
 from ..inputs import input_grad, input_term, is_tokens, project
-from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, stacked_states, state_buffer
+from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, running, stacked_states, state_buffer
 
 __all__ = ["ELMAN_NOTATIONS", "ElmanCache", "ElmanLayer", "ElmanTokenKernel"]
 
@@ -176,24 +176,25 @@ class ElmanLayer(Layer):
         V, W, b = self.weights(params)
         (h0,) = state0
         f = self.activation.f
-        S = state_buffer(h0, x.shape[0])  # h_0 .. h_T
+        T, B = x.shape[0], h0.shape[0]
+        S = state_buffer(h0, T)  # h_0 .. h_T
         A = project(x, V, out=S[1:], bias=b)  # (T, B, H): V x_t + b_h for every t in one product
         WT = W.T
         H = A  # h_t overwrites a_t in place: a_t is not needed by backward
-        h = S[0]
-        rec = np.empty_like(h0)
-        hm = None if rmask is None else np.empty_like(h0)
-        for t in range(A.shape[0]):
-            a = A[t]
-            a += np.dot(h if hm is None else np.multiply(h, rmask, out=hm), WT, out=rec)  # the only product
-            h_new = f(a, out=H[t])
-            rows = None if pad is None else pad.at(t)
-            if rows is not None:
-                np.copyto(h_new, h, where=rows)  # padding: the state stays
-            h = h_new
+        b_prev = -1
+        for t, bt in enumerate(running(pad, T, B)):  # step t runs rows 0 .. bt-1; the rest is padding
+            if bt != b_prev:  # the batch shrank (or the loop starts): views of the scratch rows
+                rec = np.empty((bt, h0.shape[1]), h0.dtype)
+                rm, hm = (None, None) if rmask is None else (rmask[:bt], np.empty_like(rec))
+                b_prev = bt
+            h, a = S[t, :bt], A[t, :bt]
+            a += np.dot(h if rm is None else np.multiply(h, rm, out=hm), WT, out=rec)  # the only product
+            f(a, out=a)
+            if bt < B:
+                H[t, bt:] = S[t, bt:]  # padding: the state stays
         cache = ElmanCache(x=x, h0=S[0], H=H, H_prev=S[:-1])
         freeze(S, cache.h0, H, cache.H_prev)  # the buffer too: no view of it can be made writeable again
-        return H, (h.copy(),), cache
+        return H, (H[-1].copy(),), cache
 
     def fast_adjoints(
         self, params, cache: ElmanCache, dH, dstate_T, *, overwrite_dH=False, keep=True, pad=None, rmask=None
@@ -207,21 +208,26 @@ class ElmanLayer(Layer):
         # f_h'(a_t) for the whole window at once costs one more (T, B, H) array; step by step it costs
         # two more NumPy calls per step instead. Small windows (where calls dominate) take the first.
         F = df(H) if H.size <= _WHOLE_WINDOW_DF else None
-        f_t = np.empty((B, Hs), H.dtype)
         dh_next = np.zeros((B, Hs), H.dtype) if dstate_T is None else dstate_T[0].copy()
-        dh_pad = None if pad is None else np.empty((B, Hs), H.dtype)
+        sizes, b_prev = running(pad, T, B), -1
         for t in range(T - 1, -1, -1):
-            rows = None if pad is None else pad.at(t)
-            # total ∂J/∂h_t: direct term + everything from later steps (in place unless kept or padded)
-            dh = np.add(dA[t], dh_next, out=DH[t] if DH is not None else dA[t] if rows is None else dh_pad)
-            np.multiply(dh, df(H[t], out=f_t) if F is None else F[t], out=dA[t])  # through f_h
-            if rows is not None:
-                dA[t][rows[:, 0]] = 0.0  # padding: the step did not happen
-            np.dot(dA[t], W, out=dh_next)  # into h_{t-1}
-            if rmask is not None:
-                dh_next *= rmask  # … through the recurrent dropout mask
-            if rows is not None:
-                np.copyto(dh_next, dh, where=rows)  # padding copied h_{t-1}: its gradient passes through
+            bt = sizes[t]  # rows 0 .. bt-1 ran step t
+            if bt != b_prev:
+                f_t, dn = np.empty((bt, Hs), H.dtype), dh_next[:bt]
+                rm = None if rmask is None else rmask[:bt]
+                b_prev = bt
+            if bt < B:  # padding rows copied h_{t-1}: their gradient passes through, the step adds nothing
+                dh_next[bt:] += dA[t, bt:]
+                if DH is not None:
+                    DH[t, bt:] = dh_next[bt:]
+                dA[t, bt:] = 0.0
+            da = dA[t, :bt]
+            # total ∂J/∂h_t: direct term + everything from later steps (in place unless kept)
+            dh = np.add(da, dn, out=DH[t, :bt] if DH is not None else da)
+            np.multiply(dh, df(H[t, :bt], out=f_t) if F is None else F[t, :bt], out=da)  # through f_h
+            np.dot(da, W, out=dn)  # into h_{t-1}
+            if rm is not None:
+                dn *= rm  # … through the recurrent dropout mask
         return Adjoints(d_in=dA, d_rec=dA, dh=DH, dstate0=(dh_next,))
 
     def token_kernel(self, params, dtype):

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..activations import sigmoid
 from ..inputs import input_grad, input_term, is_tokens, project
-from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, stacked_states, state_buffer
+from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, running, stacked_states, state_buffer
 
 __all__ = ["GRUCache", "GRULayer", "GRUStep", "GRUTokenKernel"]
 
@@ -198,14 +198,16 @@ class GRULayer(Layer):
         T, B, _ = G.shape
         WT = (W * scale[:, None]).T
         S = state_buffer(state0[0], T)  # h_0 .. h_T
-        h, H = S[0], S[1:]
+        H = S[1:]
         Hn = np.empty((T, B, Hs), G.dtype)
-        rec = np.empty((B, 3 * Hs), G.dtype)
-        tmp = np.empty((B, Hs), G.dtype)
-        hm = None if rmask is None else np.empty((B, Hs), G.dtype)
-        for t in range(T):
-            z = G[t]
-            h_rec = h if hm is None else np.multiply(h, rmask, out=hm)  # recurrent dropout
+        b_prev = -1
+        for t, bt in enumerate(running(pad, T, B)):  # step t runs rows 0 .. bt-1; the rest is padding
+            if bt != b_prev:  # the batch shrank (or the loop starts): scratch rows for bt sequences
+                rec, tmp = np.empty((bt, 3 * Hs), G.dtype), np.empty((bt, Hs), G.dtype)
+                rm, hm = (None, None) if rmask is None else (rmask[:bt], np.empty_like(tmp))
+                b_prev = bt
+            h, z = S[t, :bt], G[t, :bt]
+            h_rec = h if rm is None else np.multiply(h, rm, out=hm)  # recurrent dropout
             np.matmul(h_rec, WT, out=rec)  # [W_r h, W_u h, W_n h]: the only product in the loop
             ru = z[:, : 2 * Hs]
             ru += rec[:, : 2 * Hs]
@@ -213,7 +215,7 @@ class GRULayer(Layer):
             ru += 1.0
             ru *= 0.5  # [r, u]
             r, u, n = z[:, :Hs], z[:, Hs : 2 * Hs], z[:, 2 * Hs :]
-            hn = Hn[t]
+            hn = Hn[t, :bt]
             if b_hn is None:
                 hn[...] = rec[:, 2 * Hs :]
             else:
@@ -222,15 +224,14 @@ class GRULayer(Layer):
             np.tanh(n, out=n)
             np.subtract(1.0, u, out=tmp)
             tmp *= n
-            h_t = np.multiply(u, h, out=H[t])
+            h_t = np.multiply(u, h, out=H[t, :bt])
             h_t += tmp  # h_t = (1 - u) n + u h_{t-1}
-            rows = None if pad is None else pad.at(t)
-            if rows is not None:
-                np.copyto(h_t, h, where=rows)  # padding: the state stays
-            h = h_t
+            if bt < B:  # padding: the state stays, the step keeps nothing
+                H[t, bt:] = S[t, bt:]
+                G[t, bt:] = Hn[t, bt:] = 0.0
         cache = GRUCache(x=x, h0=S[0], G=G, Hn=Hn, H=H, H_prev=S[:-1])
         freeze(G, Hn, S, H, cache.h0, cache.H_prev)  # the buffer too: no view can be made writeable again
-        return H, (h.copy(),), cache
+        return H, (H[-1].copy(),), cache
 
     def fast_adjoints(
         self, params, cache: GRUCache, dH, dstate_T, *, overwrite_dH=False, keep=True, pad=None, rmask=None
@@ -261,28 +262,33 @@ class GRULayer(Layer):
         # The state side equals the input side but for n, which sees W_n h through r: d_rec_n = d_in_n ⊙ r.
         # Kept for every step only when asked; otherwise one step's worth for the product.
         D_rec = np.empty((T, B, 3, Hs), G.dtype) if keep else None
-        dzh_t = np.empty((B, 3, Hs), G.dtype)
         DH = np.empty((T, B, Hs), G.dtype) if keep else None  # total ∂J/∂h_t (dH is only read)
-        dh_t = np.empty((B, Hs), G.dtype)
         dh_next = np.zeros((B, Hs), G.dtype) if dstate_T is None else dstate_T[0].copy()
-        back = np.empty((B, Hs), G.dtype)
+        sizes, b_prev = running(pad, T, B), -1
         for t in range(T - 1, -1, -1):
-            dh = np.add(dH[t], dh_next, out=dh_t if DH is None else DH[t])  # direct + from later steps
-            dzx = Mx[t]
+            bt = sizes[t]  # rows 0 .. bt-1 ran step t
+            if bt != b_prev:
+                dzh_t, dh_t = np.empty((bt, 3, Hs), G.dtype), np.empty((bt, Hs), G.dtype)
+                back, dhn = np.empty((bt, Hs), G.dtype), dh_next[:bt]
+                rm = None if rmask is None else rmask[:bt]
+                b_prev = bt
+            if bt < B:  # padding rows copied h_{t-1}: their gradient passes through, the step adds nothing
+                dh_next[bt:] += dH[t, bt:]
+                if DH is not None:
+                    DH[t, bt:] = dh_next[bt:]
+                    D_rec[t, bt:] = 0.0
+                Mx[t, bt:] = 0.0
+            dh = np.add(dH[t, :bt], dhn, out=dh_t if DH is None else DH[t, :bt])  # direct + from later steps
+            dzx = Mx[t, :bt]
             dzx *= dh[:, None, :]  # ∂J/∂ of the input-side pre-activations of step t
-            rows = None if pad is None else pad.at(t)
-            if rows is not None:
-                dzx[rows[:, 0]] = 0.0  # padding: the step did not happen
-            dzh = dzh_t if D_rec is None else D_rec[t]
+            dzh = dzh_t if D_rec is None else D_rec[t, :bt]
             dzh[:, :2] = dzx[:, :2]
-            np.multiply(dzx[:, 2], R[t], out=dzh[:, 2])
-            np.matmul(dzh.reshape(B, 3 * Hs), W, out=back)
-            if rmask is not None:
-                back *= rmask  # … through the recurrent dropout mask
-            np.multiply(dh, U[t], out=dh_next)
-            dh_next += back  # into h_{t-1}: directly and through W
-            if rows is not None:
-                np.copyto(dh_next, dh, where=rows)  # padding copied h_{t-1}: its gradient passes through
+            np.multiply(dzx[:, 2], R[t, :bt], out=dzh[:, 2])
+            np.matmul(dzh.reshape(bt, 3 * Hs), W, out=back)
+            if rm is not None:
+                back *= rm  # … through the recurrent dropout mask
+            np.multiply(dh, U[t, :bt], out=dhn)
+            dhn += back  # into h_{t-1}: directly and through W
         d_rec = None if D_rec is None else D_rec.reshape(T, B, 3 * Hs)
         return Adjoints(d_in=Mx.reshape(T, B, 3 * Hs), d_rec=d_rec, dh=DH if keep else None, dstate0=(dh_next,))
 

@@ -63,6 +63,7 @@ from .base import (
     TokenKernel,
     freeze,
     recurrent_input,
+    running,
     stacked_states,
     state_buffer,
 )
@@ -199,34 +200,35 @@ class ClassicGRULayer(Layer):
         W_ruT = (W[: 2 * Hs] * 0.5).T  # (H, 2H)
         W_nT = W[2 * Hs :].T  # (H, H)
         S = state_buffer(state0[0], T)  # h_0 .. h_T
-        h, H = S[0], S[1:]
+        H = S[1:]
         Q = np.empty((T, B, Hs), G.dtype)
-        rec = np.empty((B, 2 * Hs), G.dtype)
-        tmp = np.empty((B, Hs), G.dtype)
-        hm = None if rmask is None else np.empty((B, Hs), G.dtype)
-        for t in range(T):
-            z = G[t]
-            h_rec = h if hm is None else np.multiply(h, rmask, out=hm)  # recurrent dropout
+        b_prev = -1
+        for t, bt in enumerate(running(pad, T, B)):  # step t runs rows 0 .. bt-1; the rest is padding
+            if bt != b_prev:  # the batch shrank (or the loop starts): scratch rows for bt sequences
+                rec, tmp = np.empty((bt, 2 * Hs), G.dtype), np.empty((bt, Hs), G.dtype)
+                rm, hm = (None, None) if rmask is None else (rmask[:bt], np.empty_like(tmp))
+                b_prev = bt
+            h, z = S[t, :bt], G[t, :bt]
+            h_rec = h if rm is None else np.multiply(h, rm, out=hm)  # recurrent dropout
             ru = z[:, : 2 * Hs]
             ru += np.matmul(h_rec, W_ruT, out=rec)  # ½ [W_r h̃, W_z h̃]: the first product
             np.tanh(ru, out=ru)
             ru += 1.0
             ru *= 0.5  # [r, u]
             r, u, n = z[:, :Hs], z[:, Hs : 2 * Hs], z[:, 2 * Hs :]
-            q = np.multiply(r, h_rec, out=Q[t])  # reset state r ⊙ h̃
+            q = np.multiply(r, h_rec, out=Q[t, :bt])  # reset state r ⊙ h̃
             n += np.matmul(q, W_nT, out=tmp)  # W_n q: the second product, after r
             np.tanh(n, out=n)
             np.subtract(1.0, u, out=tmp)
             tmp *= n
-            h_t = np.multiply(u, h, out=H[t])
+            h_t = np.multiply(u, h, out=H[t, :bt])
             h_t += tmp  # h_t = (1 - u) n + u h_{t-1}
-            rows = None if pad is None else pad.at(t)
-            if rows is not None:
-                np.copyto(h_t, h, where=rows)  # padding: the state stays
-            h = h_t
+            if bt < B:  # padding: the state stays, the step keeps nothing
+                H[t, bt:] = S[t, bt:]
+                G[t, bt:] = Q[t, bt:] = 0.0
         cache = ClassicGRUCache(x=x, h0=S[0], G=G, Q=Q, H=H, H_prev=S[:-1])
         freeze(G, Q, S, H, cache.h0, cache.H_prev)  # the buffer too: no view can be made writeable again
-        return H, (h.copy(),), cache
+        return H, (H[-1].copy(),), cache
 
     def fast_adjoints(
         self, params, cache: ClassicGRUCache, dH, dstate_T, *, overwrite_dH=False, keep=True, pad=None, rmask=None
@@ -253,27 +255,31 @@ class ClassicGRULayer(Layer):
         np.subtract(1.0, R, out=Mr)
         Mr *= Q  # r: (1 - r) ⊙ q = r(1 - r) ⊙ h̃, through q = r ⊙ h̃ and σ
         DH = np.empty((T, B, Hs), G.dtype) if keep else None  # total ∂J/∂h_t (dH is only read)
-        dh_t = np.empty((B, Hs), G.dtype)
         dh_next = np.zeros((B, Hs), G.dtype) if dstate_T is None else dstate_T[0].copy()
-        dq = np.empty((B, Hs), G.dtype)
-        back = np.empty((B, Hs), G.dtype)
+        sizes, b_prev = running(pad, T, B), -1
         for t in range(T - 1, -1, -1):
-            dh = np.add(dH[t], dh_next, out=dh_t if DH is None else DH[t])  # direct + from later steps
-            dz = Mx[t]
+            bt = sizes[t]  # rows 0 .. bt-1 ran step t
+            if bt != b_prev:
+                dh_t, dq, back = (np.empty((bt, Hs), G.dtype) for _ in range(3))
+                dhn = dh_next[:bt]
+                rm = None if rmask is None else rmask[:bt]
+                b_prev = bt
+            if bt < B:  # padding rows copied h_{t-1}: their gradient passes through, the step adds nothing
+                dh_next[bt:] += dH[t, bt:]
+                if DH is not None:
+                    DH[t, bt:] = dh_next[bt:]
+                Mx[t, bt:] = 0.0
+            dh = np.add(dH[t, :bt], dhn, out=dh_t if DH is None else DH[t, :bt])  # direct + from later steps
+            dz = Mx[t, :bt]
             dz[:, 1:] *= dh[:, None, :]  # u and n, through h_t
-            rows = None if pad is None else pad.at(t)
-            if rows is not None:
-                dz[rows[:, 0]] = 0.0  # padding: the step did not happen
             np.matmul(dz[:, 2], W_n, out=dq)  # ∂J/∂q, through W_n q
             dz[:, 0] *= dq  # r, through q = r ⊙ h̃
-            np.matmul(dz[:, :2].reshape(B, 2 * Hs), W_ru, out=back)  # into h̃ through W_r h̃ and W_z h̃ ...
-            back += np.multiply(dq, R[t], out=dq)  # ... and through q = r ⊙ h̃
-            if rmask is not None:
-                back *= rmask  # … through the recurrent dropout mask
-            np.multiply(dh, U[t], out=dh_next)
-            dh_next += back  # into h_{t-1}: directly and through h̃
-            if rows is not None:
-                np.copyto(dh_next, dh, where=rows)  # padding copied h_{t-1}: its gradient passes through
+            np.matmul(dz[:, :2].reshape(bt, 2 * Hs), W_ru, out=back)  # into h̃ through W_r h̃ and W_z h̃ ...
+            back += np.multiply(dq, R[t, :bt], out=dq)  # ... and through q = r ⊙ h̃
+            if rm is not None:
+                back *= rm  # … through the recurrent dropout mask
+            np.multiply(dh, U[t, :bt], out=dhn)
+            dhn += back  # into h_{t-1}: directly and through h̃
         d_in = Mx.reshape(T, B, 3 * Hs)
         return Adjoints(d_in=d_in, d_rec=d_in, dh=DH, dstate0=(dh_next,))
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..activations import sigmoid
 from ..inputs import input_grad, input_term, is_tokens, project
-from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, stacked_states, state_buffer
+from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, running, stacked_states, state_buffer
 
 __all__ = ["LSTMCache", "LSTMLayer", "LSTMStep", "LSTMTokenKernel"]
 
@@ -202,29 +202,31 @@ class LSTMLayer(Layer):
         T, B, _ = G.shape
         WT = (W * scale[:, None]).T
         S, Cs = state_buffer(h, T), state_buffer(c, T)  # h_0 .. h_T and c_0 .. c_T
-        h, c, H, C = S[0], Cs[0], S[1:], Cs[1:]
+        H, C = S[1:], Cs[1:]
         tanhC = np.empty_like(C)
-        rec = np.empty((B, 4 * Hs), G.dtype)
-        ig = np.empty((B, Hs), G.dtype)
-        hm = None if rmask is None else np.empty((B, Hs), G.dtype)
-        for t in range(T):
-            z = G[t]
-            z += np.matmul(h if hm is None else np.multiply(h, rmask, out=hm), WT, out=rec)  # the only product
+        b_prev = -1
+        for t, bt in enumerate(running(pad, T, B)):  # step t runs rows 0 .. bt-1; the rest is padding
+            if bt != b_prev:  # the batch shrank (or the loop starts): scratch rows for bt sequences
+                rec, ig = np.empty((bt, 4 * Hs), G.dtype), np.empty((bt, Hs), G.dtype)
+                rm, hm = (None, None) if rmask is None else (rmask[:bt], np.empty_like(ig))
+                b_prev = bt
+            h = S[t, :bt]
+            z = G[t, :bt]
+            z += np.matmul(h if rm is None else np.multiply(h, rm, out=hm), WT, out=rec)  # the only product
             np.tanh(z, out=z)
             z *= scale
             z += shift  # [i, f, g, o] gate activations
             i, f, g, o = z[:, :Hs], z[:, Hs : 2 * Hs], z[:, 2 * Hs : 3 * Hs], z[:, 3 * Hs :]
-            c = np.multiply(f, c, out=C[t])
+            c = np.multiply(f, Cs[t, :bt], out=C[t, :bt])
             c += np.multiply(i, g, out=ig)
-            np.tanh(c, out=tanhC[t])
-            h = np.multiply(o, tanhC[t], out=H[t])
-            rows = None if pad is None else pad.at(t)
-            if rows is not None:  # padding: the state stays
-                np.copyto(c, Cs[t], where=rows)
-                np.copyto(h, S[t], where=rows)
+            np.tanh(c, out=tanhC[t, :bt])
+            np.multiply(o, tanhC[t, :bt], out=H[t, :bt])
+            if bt < B:  # padding: the state stays, the step keeps nothing
+                H[t, bt:], C[t, bt:] = S[t, bt:], Cs[t, bt:]
+                G[t, bt:] = tanhC[t, bt:] = 0.0
         cache = LSTMCache(x=x, h0=S[0], c0=Cs[0], G=G, C=C, tanhC=tanhC, H=H, H_prev=S[:-1], C_prev=Cs[:-1])
         freeze(G, tanhC, S, Cs, cache.h0, cache.c0, C, H, cache.H_prev, cache.C_prev)  # buffers too
-        return H, (h.copy(), c.copy()), cache
+        return H, (H[-1].copy(), C[-1].copy()), cache
 
     def fast_adjoints(
         self, params, cache: LSTMCache, dH, dstate_T, *, overwrite_dH=False, keep=True, pad=None, rmask=None
@@ -255,28 +257,29 @@ class LSTMLayer(Layer):
             dh_next, dc_next = dstate_T[0].copy(), dstate_T[1].copy()
         # Total ∂J/∂h_t for every step only when kept; otherwise one step at a time (dH is only read).
         DH = np.empty((T, B, Hs), G.dtype) if keep else None
-        dh_t = np.empty((B, Hs), G.dtype)
-        dc = np.empty((B, Hs), G.dtype)
-        dc_pad = None if pad is None else np.empty((B, Hs), G.dtype)
+        sizes, b_prev = running(pad, T, B), -1
         for t in range(T - 1, -1, -1):
-            rows = None if pad is None else pad.at(t)
-            if rows is not None:
-                dc_pad[...] = dc_next  # ∂J/∂c_t from later steps, for the padding rows
-            dh = np.add(dH[t], dh_next, out=dh_t if DH is None else DH[t])  # direct + from later steps
-            np.multiply(dh, dh_dc[t], out=dc)  # through h_t = o ⊙ tanh(c_t) ...
-            dc += dc_next  # ... plus c_t's path into c_{t+1}
-            dz = M[t]
+            bt = sizes[t]  # rows 0 .. bt-1 ran step t
+            if bt != b_prev:
+                dh_t, dc = np.empty((bt, Hs), G.dtype), np.empty((bt, Hs), G.dtype)
+                dhn, dcn = dh_next[:bt], dc_next[:bt]
+                rm = None if rmask is None else rmask[:bt]
+                b_prev = bt
+            if bt < B:  # padding rows copied (h, c) from step t - 1: their gradients pass through
+                dh_next[bt:] += dH[t, bt:]
+                if DH is not None:
+                    DH[t, bt:] = dh_next[bt:]
+                M[t, bt:] = 0.0  # the step did not happen
+            dh = np.add(dH[t, :bt], dhn, out=dh_t if DH is None else DH[t, :bt])  # direct + from later steps
+            np.multiply(dh, dh_dc[t, :bt], out=dc)  # through h_t = o ⊙ tanh(c_t) ...
+            dc += dcn  # ... plus c_t's path into c_{t+1}
+            dz = M[t, :bt]
             dz[:, :3] *= dc[:, None, :]  # i, f, g gates, through c_t
             dz[:, 3] *= dh  # o gate, through h_t
-            if rows is not None:
-                dz[rows[:, 0]] = 0.0  # padding: the step did not happen
-            np.multiply(dc, F[t], out=dc_next)  # into c_{t-1}
-            np.matmul(dz.reshape(B, 4 * Hs), W, out=dh_next)  # into h_{t-1}
-            if rmask is not None:
-                dh_next *= rmask  # … through the recurrent dropout mask
-            if rows is not None:  # padding copied (h, c) from step t - 1: their gradients pass through
-                np.copyto(dh_next, dh, where=rows)
-                np.copyto(dc_next, dc_pad, where=rows)
+            np.multiply(dc, F[t, :bt], out=dcn)  # into c_{t-1}
+            np.matmul(dz.reshape(bt, 4 * Hs), W, out=dhn)  # into h_{t-1}
+            if rm is not None:
+                dhn *= rm  # … through the recurrent dropout mask
         dZ = M.reshape(T, B, 4 * Hs)
         return Adjoints(d_in=dZ, d_rec=dZ, dh=DH if keep else None, dstate0=(dh_next, dc_next))
 
