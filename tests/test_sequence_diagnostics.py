@@ -76,15 +76,80 @@ def test_gradient_dependence_and_gradient_by_gap_with_lengths():
         bptt.gradient_by_gap(_model("elman", True), x, y, "W_l0")
 
 
-def test_jacobian_map_covers_the_real_steps_and_refuses_bidirectional():
+def test_jacobian_map_covers_the_real_steps():
     m = _model("lstm")
     x, _ = _data(6)
     b = 1
     got = bptt.jacobian_map(m, x, lengths=LENGTHS, batch_index=b)
     alone = bptt.jacobian_map(m, x[: LENGTHS[b], b : b + 1])
     np.testing.assert_allclose(got.norms, alone.norms, rtol=1e-12, equal_nan=True)
-    with pytest.raises(ValueError, match=r"jacobian_map: bidirectional layers are not supported"):
-        bptt.jacobian_map(_model("lstm", True), x)
+    assert got.direction == "forward"
+    with pytest.raises(ValueError, match=r"jacobian_map: direction='reverse' needs a bidirectional network"):
+        bptt.jacobian_map(m, x, direction="reverse")
+    with pytest.raises(ValueError, match=r"jacobian_map: direction must be one of \['forward', 'reverse'\], got 'up'"):
+        bptt.jacobian_map(_model("lstm", True), x, direction="up")
+
+
+def _one_way_twin(m, reverse):
+    """A one-layer network computing one direction of the one-layer bidirectional ``m`` on its own."""
+    twin = bptt.RNN(D, [bptt.LayerSpec(m.specs[0].kind, H)], O, seed=0)
+    suffix = "_reverse" if reverse else ""
+    twin.params.update({k: m.params[k + suffix].copy() for k in twin.layers[0].param_shapes()})
+    return twin
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("tokens", [False, True])
+def test_jacobian_map_of_each_direction_is_that_layer_run_alone(cell, tokens):
+    """One bidirectional layer: each direction is an ordinary recurrence (the reverse one on the real
+    steps read backwards), so its map is that of a one-way layer with its weights."""
+    m = bptt.RNN(D, [bptt.LayerSpec(cell, H, bidirectional=True)], O, seed=2)
+    x, _ = _data(7, tokens)
+    b, L = 2, int(LENGTHS[2])
+    seq = x[:L, b : b + 1]
+    for direction, reverse in (("forward", False), ("reverse", True)):
+        got = bptt.jacobian_map(m, x, lengths=LENGTHS, batch_index=b, direction=direction)
+        alone = bptt.jacobian_map(_one_way_twin(m, reverse), seq[::-1] if reverse else seq)
+        np.testing.assert_allclose(got.jacobians, alone.jacobians, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(got.norms, alone.norms, rtol=1e-12, equal_nan=True)
+        assert got.direction == direction and got.recurrent_weights == (("W_reverse",) if reverse else ("W",))
+        assert got.state_names == tuple(name + ("_reverse" if reverse else "") for name in alone.state_names)
+
+
+@pytest.mark.parametrize("cell", ["elman", "gru"])
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_jacobian_map_of_a_deep_direction_against_finite_differences(cell, direction):
+    """Two bidirectional levels: a direction's states at step t depend on its own initial states only
+    through its own layers (the other direction's level-0 outputs do not read them), so the products
+    J_t ⋯ J_1 equal the network's ∂s_t/∂s_0, by central differences of the whole network."""
+    m = _model(cell, True)
+    x, _ = _data(8)
+    b, L = 0, int(LENGTHS[0])
+    jm = bptt.jacobian_map(m, x, lengths=LENGTHS, batch_index=b, direction=direction)
+    names = jm.state_names
+    h0 = {k: 0.3 * np.random.default_rng(1).standard_normal((B, *s)) for k, s in m.state_shapes.items()}
+    jm = bptt.jacobian_map(m, x, h0, lengths=LENGTHS, batch_index=b, direction=direction)
+    reverse = direction == "reverse"
+
+    def states(h):  # s_1 .. s_L of the direction (Elman and GRU states are the h outputs), (L, S)
+        hidden = m.forward(x[:L, b : b + 1], {k: v[b : b + 1] for k, v in h.items()}).hidden
+        per_level = [hk[:, 0, H:] if reverse else hk[:, 0, :H] for hk in hidden]
+        s = np.concatenate(per_level, axis=1)
+        return s[::-1] if reverse else s
+
+    eps, S = 1e-6, len(names) * H
+    fd = np.empty((L, S, S))  # [t-1, :, j] = ∂s_t/∂(s_0)_j
+    for j in range(S):
+        name, unit = names[j // H], j % H
+        plus, minus = ({k: v.copy() for k, v in h0.items()} for _ in range(2))
+        plus[name][b, unit] += eps
+        minus[name][b, unit] -= eps
+        fd[:, :, j] = (states(plus) - states(minus)) / (2 * eps)
+    P = np.eye(S)
+    for t in range(1, L + 1):
+        P = jm.jacobians[t - 1] @ P
+        np.testing.assert_allclose(P, fd[t - 1], rtol=1e-6, atol=1e-8)
+        assert jm.norms[t, 0] == pytest.approx(np.linalg.norm(fd[t - 1], 2), rel=1e-6)
 
 
 def test_one_step_apis_refuse_bidirectional_networks():

@@ -60,6 +60,7 @@ import numpy as np
 from .. import _checks
 from ..engine.layers.base import freeze
 from ..engine.network import RNN
+from .directions import DIRECTIONS, DirectionNet
 from .health import GATE_NAMES as GATE_NAMES  # names kept where they were before health.py
 from .health import SATURATION as SATURATION
 from .health import recurrent_weights, saturation
@@ -126,6 +127,12 @@ class JacobianMap:
         ``[0.01, 0.99]`` and tanh candidates (``g``, ``n``) with ``|·| > 0.99``.
     batch_index : int
         Which sequence of the batch was analysed.
+    direction : str
+        ``"forward"``, or ``"reverse"`` for the reverse layers of a bidirectional network. In a
+        bidirectional network ``s_t`` is one direction's states (layers of that direction only,
+        the per-layer fields likewise), with the other direction's outputs held as computed
+        (``bptt.diagnostics.directions``); a reverse map's step ``t`` is that direction's
+        ``t``-th step, which reads the sequence at step ``length − t``.
     """
 
     norms: np.ndarray
@@ -141,6 +148,7 @@ class JacobianMap:
     gate_spectral_radius: dict[int, dict[str, float]]
     saturation: np.ndarray
     batch_index: int
+    direction: str = "forward"
 
 
 def jacobian_map(
@@ -154,6 +162,7 @@ def jacobian_map(
     exact_up_to: int = 256,
     iterations: int = 50,
     seed: int | np.random.Generator | None = 0,
+    direction: str = "forward",
 ) -> JacobianMap:
     """Per-step Jacobians ``J_t = ∂s_t/∂s_{t-1}`` and the norms of all their products.
 
@@ -180,6 +189,9 @@ def jacobian_map(
         one vector-Jacobian product).
     seed : int, numpy.random.Generator or None
         Start vectors of the Lanczos iterations.
+    direction : str
+        A bidirectional network's direction to map, ``"forward"`` or ``"reverse"`` (see
+        :class:`JacobianMap`); the other direction's outputs are held as computed.
 
     Returns
     -------
@@ -194,39 +206,49 @@ def jacobian_map(
         raise ValueError(f"{where}: exact_up_to must be a non-negative integer, got {exact_up_to!r}")
     iterations = _checks.positive_int(iterations, "iterations", where)
     rng = _checks.generator(seed, where)
+    if not isinstance(direction, str) or direction not in DIRECTIONS:
+        raise ValueError(f"{where}: direction must be one of {list(DIRECTIONS)}, got {direction!r}")
     problem = float64_problem(model, x, h0, where, lengths=lengths)  # validated in the model's dtype
-    if model.bidirectional:
-        raise ValueError(
-            f"{where}: bidirectional layers are not supported: a reverse layer's state runs backwards in "
-            f"time, so s_t = (all layers' states at t) is no longer a function of s_(t-1) and x_t alone"
-        )
+    if direction == "reverse" and not model.bidirectional:
+        raise ValueError(f"{where}: direction='reverse' needs a bidirectional network; this one runs forward only")
     b = int(_checks.batch_index(batch_index, problem.B, where))
 
     m = problem.model
-    names = tuple(m.state_shapes)
-    slices, S = _slices(m)
+    # The chosen sequence alone, in float64: x1 (T, 1, D) or (T, 1).
+    x1 = problem.x[: None if problem.lengths is None else int(problem.lengths[b]), b : b + 1]
+    h0_b = {name: s[b : b + 1] for name, s in problem.h0.items()}
+    if m.bidirectional:  # one direction, the other's outputs held as they are (directions.py)
+        net = DirectionNet(m, x1, h0_b, direction)
+        steps, layers = net.inputs, net.indices
+    else:
+        net, steps, layers = m, x1, tuple(range(len(m.layers)))
+    names = tuple(net.state_shapes)
+    slices, S = _slices(net)
     exact = S <= exact_up_to
     if norm == "fro" and not exact:
         raise ValueError(
             f"{where}: norm='fro' needs explicit Jacobians, but S = {S} > exact_up_to = {exact_up_to}; "
             f"raise exact_up_to or use norm='spectral'"
         )
-    # The chosen sequence alone, in float64: x1 (T, 1, D) or (T, 1), s_0 (1, S).
-    x1 = problem.x[: None if problem.lengths is None else int(problem.lengths[b]), b : b + 1]
-    s0 = _join({name: s[b : b + 1] for name, s in problem.h0.items()}, slices)
-    fwd = m.forward(x1, _split(s0, slices))
+    s0 = _join({name: h0_b[name] for name in names}, slices)  # (1, S)
+    fwd = net.forward(steps, _split(s0, slices))
     T = x1.shape[0]
-    states = np.concatenate([s0, *(_join(m.state_at(fwd, t), slices) for t in range(T))])  # (T+1, S)
+    states = np.concatenate([s0, *(_join(net.state_at(fwd, t), slices) for t in range(T))])  # (T+1, S)
 
     if exact:
-        jacobians = _step_jacobians(m, x1, states, slices)
+        jacobians = _step_jacobians(net, steps, states, slices)
         norms = _exact_norms(jacobians, norm)
         freeze(jacobians)
     else:
         jacobians = None
-        norms = _estimated_norms(m, x1, states, slices, rng, iterations)
+        norms = _estimated_norms(net, steps, states, slices, rng, iterations)
     W_names, W_norm, W_radius, gate_radius = recurrent_weights(m)
-    saturated = saturation(m, fwd)  # (T, L), of the one sequence analysed
+    saturated = saturation(m, m.forward(x1, h0_b) if net is not m else fwd)[:, layers]  # (T, L), this sequence
+    renumber = dict(zip(layers, range(len(layers)), strict=True))  # positions in m.layers → in the map
+    W_names = tuple(W_names[j] for j in layers)
+    W_norm, W_radius, gate_radius = (
+        {renumber[j]: v for j, v in d.items() if j in renumber} for d in (W_norm, W_radius, gate_radius)
+    )
     freeze(norms, states, saturated)
     return JacobianMap(
         norms=norms,
@@ -242,6 +264,7 @@ def jacobian_map(
         gate_spectral_radius=gate_radius,
         saturation=saturated,
         batch_index=b,
+        direction=direction,
     )
 
 
