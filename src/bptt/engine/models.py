@@ -83,6 +83,8 @@ class Elman(_Named):
         ``f_y``: ``"softmax"``, ``"sigmoid"`` or ``"identity"`` (with their losses).
     bias : bool
         Whether the layers and the output have biases (``b_h``, ``b_y``).
+    output_bias : bool or None
+        Whether the output has ``b_y``, when it differs from the layers (``None``: as ``bias``).
     notation : str
         ``"lecture"``, ``"mit"`` or ``"concat"``.
     output_reads_input : bool
@@ -126,6 +128,7 @@ class Elman(_Named):
         activation: str = "tanh",
         output: str = "softmax",
         bias: bool = True,
+        output_bias: bool | None = None,
         notation: str = "lecture",
         output_reads_input: bool = False,
         num_layers: int = 1,
@@ -145,6 +148,7 @@ class Elman(_Named):
             output_size,
             output=output,
             bias=bias,
+            output_bias=output_bias,
             notation=notation,
             output_reads_input=output_reads_input,
             embedding_size=embedding_size,
@@ -171,6 +175,7 @@ class _Gated(_Named):
         *,
         output: str = "softmax",
         bias: bool = True,
+        output_bias: bool | None = None,
         notation: str = "lecture",
         output_reads_input: bool = False,
         num_layers: int = 1,
@@ -191,6 +196,7 @@ class _Gated(_Named):
             output_size,
             output=output,
             bias=bias,
+            output_bias=output_bias,
             notation=notation,
             output_reads_input=output_reads_input,
             embedding_size=embedding_size,

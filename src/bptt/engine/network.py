@@ -46,6 +46,7 @@ LAYER_KINDS = tuple(CELLS)  # its name before layers.CELLS
 _SETTINGS = {
     "output",
     "bias",
+    "output_bias",
     "notation",
     "output_reads_input",
     "embedding_size",
@@ -124,7 +125,10 @@ class RNN(Stack):
         ``f_y``: ``"softmax"`` (cross-entropy, integer targets), ``"sigmoid"``
         (binary cross-entropy) or ``"identity"`` (squared error ``½‖ŷ − y‖²``).
     bias : bool
-        Whether layers and output have biases.
+        Whether the recurrent layers have biases (and the output, unless ``output_bias`` says otherwise).
+    output_bias : bool or None
+        Whether the output layer has its bias ``b_y``; ``None``: as ``bias``. (A PyTorch
+        ``nn.LSTM(bias=False)`` under an ``nn.Linear`` with a bias is ``bias=False, output_bias=True``.)
     notation : str
         Parameter names: ``"lecture"`` (``V, W, b_h, U, b_y``), ``"mit"``
         (``W_sx, W_ss, b_s, W_o, b_o``) or ``"concat"`` (``W_ssx, b_s, W_o | W_ox, b_o``).
@@ -159,6 +163,8 @@ class RNN(Stack):
             "embedding_size": self.embedding_size,
             "dtype": self.dtype.name,
         }
+        if self.output_bias != self.bias:  # written only when it differs: older configs stay as they were
+            config["output_bias"] = self.output_bias
         for name in ("dropout", "recurrent_dropout"):  # written only when used: older configs stay as they were
             if getattr(self, name):
                 config[name] = getattr(self, name)
@@ -208,7 +214,8 @@ class RNN(Stack):
         return (
             f"{type(self).__name__}(input_size={self.input_size}, layers=[{layers}], "
             f"output_size={self.output_size}, output='{self.output.name}', bias={self.bias}, "
-            f"notation='{self.notation}', output_reads_input={self.readout.reads_input}, "
+            + (f"output_bias={self.output_bias}, " if self.output_bias != self.bias else "")
+            + f"notation='{self.notation}', output_reads_input={self.readout.reads_input}, "
             f"embedding_size={self.embedding_size}, "
             + "".join(f"{n}={getattr(self, n)}, " for n in ("dropout", "recurrent_dropout") if getattr(self, n))
             + f"dtype='{self.dtype.name}', parameters={self.num_parameters})"

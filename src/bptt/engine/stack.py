@@ -64,6 +64,7 @@ class Stack:
         *,
         output: str = "softmax",
         bias: bool = True,
+        output_bias: bool | None = None,
         notation: str = "lecture",
         output_reads_input: bool = False,
         embedding_size: int | None = None,
@@ -83,11 +84,13 @@ class Stack:
         self.output = get_output(output, where)
         if not isinstance(notation, str) or notation not in ELMAN_NOTATIONS:
             raise ValueError(f"{where}: notation must be one of {sorted(ELMAN_NOTATIONS)}, got {notation!r}")
-        for flag, value in (("bias", bias), ("output_reads_input", output_reads_input)):
+        output_bias = bias if output_bias is None else output_bias
+        for flag, value in (("bias", bias), ("output_bias", output_bias), ("output_reads_input", output_reads_input)):
             if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{where}: {flag} must be True or False, got {value!r}")
         self.notation = notation
-        self.bias = bool(bias)
+        self.bias = bool(bias)  # the recurrent layers' biases
+        self.output_bias = bool(output_bias)  # the readout's b_y
         self.embedding_size = (
             None if embedding_size is None else _checks.positive_int(embedding_size, "embedding_size", where)
         )
@@ -105,7 +108,7 @@ class Stack:
             hidden_size=self.specs[-1].width,
             input_size=self.input_size,
             output_size=self.output_size,
-            bias=self.bias,
+            bias=self.output_bias,
             reads_input=bool(output_reads_input),
             notation=notation,
         )
