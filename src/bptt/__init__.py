@@ -7,7 +7,8 @@ The public API::
     r = m.loss_and_grad(x, y)          # r.loss, r.grads["V"], r.grads["h0"], r.grads["x"]
 
 The code lives in sub-packages by role: ``bptt.engine`` (cells, the network, the named
-models), ``bptt.diagnostics``, ``bptt.training``, ``bptt.text`` and ``bptt.files``. The
+models), ``bptt.diagnostics``, ``bptt.training``, ``bptt.text``, ``bptt.files`` and
+``bptt.interop`` (PyTorch modules in and out, ONNX out). The
 module paths from before them keep working: ``bptt.train`` is ``bptt.training.train``,
 ``bptt.layers.lstm`` is ``bptt.engine.layers.lstm`` (see ``bptt/_paths.py``).
 """
@@ -38,6 +39,8 @@ from .engine.network import LossAndGrad as LossAndGrad
 from .engine.network import Trace as Trace
 from .engine.stack import DropoutMasks as DropoutMasks
 from .engine.stepper import Stepper as Stepper
+from .interop.pytorch import from_torch as from_torch
+from .interop.pytorch import to_torch as to_torch
 from .text.generate import Generation as Generation
 from .text.generate import generate as generate
 from .training.allocator import retain_freed_memory as retain_freed_memory
