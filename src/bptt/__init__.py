@@ -39,6 +39,7 @@ from .engine.network import LossAndGrad as LossAndGrad
 from .engine.network import Trace as Trace
 from .engine.stack import DropoutMasks as DropoutMasks
 from .engine.stepper import Stepper as Stepper
+from .interop.onnx_export import export_onnx as export_onnx
 from .interop.pytorch import from_torch as from_torch
 from .interop.pytorch import to_torch as to_torch
 from .text.generate import Generation as Generation
