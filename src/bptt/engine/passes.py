@@ -162,7 +162,8 @@ class DropoutMasks:
         if rows is None:
             return self
         return DropoutMasks(
-            outputs=tuple(m[:, rows] for m in self.outputs), recurrent={k: m[rows] for k, m in self.recurrent.items()}
+            outputs=tuple(np.take(m, rows, axis=1) for m in self.outputs),
+            recurrent={k: m[rows] for k, m in self.recurrent.items()},
         )
 
 

@@ -332,7 +332,7 @@ class Stack:
         back = None if rows is None else np.argsort(rows)  # layer row order → the batch's
         x_l, states, masks = x, _take_rows(states, rows), None if dropout is None else dropout.take_rows(rows)
         if rows is not None:
-            x_l = x[:, rows]
+            x_l = np.take(x, rows, axis=1)  # np.take, not x[:, rows]: its result is C-contiguous
             x_l.flags.writeable = False  # kept by the first layer's cache
         pad = None if lengths is None else Padding.of(lengths if rows is None else lengths[rows], x.shape[0])
         hidden, caches, finals = [], [None] * len(self.layers), [None] * len(self.layers)
@@ -352,7 +352,7 @@ class Stack:
             inp = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=-1)
             if masks is not None and k < len(masks.outputs):
                 inp = inp * masks.outputs[k]
-            hidden.append(inp if back is None else inp[:, back])
+            hidden.append(inp if back is None else np.take(inp, back, axis=1))
         finals = _take_rows(finals, back)
         if final:  # many-to-one: [h at the last real step; h^reverse after step 0], the top layer's final h
             top = [finals[j][0] for j in self.levels[-1]]
@@ -405,7 +405,7 @@ class Stack:
             dH = self._add_to_final(dH[0] if rows is None else dH[0, rows], d_final)
         else:
             grads, dH, dx_skip = self.readout.backward(self.params, d_logits, fwd.hidden[-1], x, dense)
-            dH = dH if rows is None else dH[:, rows]
+            dH = dH if rows is None else np.take(dH, rows, axis=1)
         del d_logits  # freed here if nothing else holds it (loss_and_grad on CPython 3.11+; not a kept pass)
         state_grads: dict[str, np.ndarray] = {}
         kept: dict[int, LayerBackprop] = {}
@@ -443,7 +443,7 @@ class Stack:
         if rows is not None:  # back to the batch's row order
             back = np.argsort(rows)
             state_grads = {name: g[back] for name, g in state_grads.items()}
-            dx = None if dx is None else dx[:, back]
+            dx = None if dx is None else np.take(dx, back, axis=1)
         d_first = dx
         if self.embedding_size is not None:
             grads["E"], dx = project_backward(dx, x, self.params["E"], dense)  # ∂J/∂E = Σ_t de_t x_tᵀ
