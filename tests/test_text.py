@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import bptt
-from bptt.corpus import CorpusError, default_corpus_files, read_corpus
+from bptt.checkpoint import Checkpoint, save_checkpoint
+from bptt.cli import main
+from bptt.corpus import Corpus, CorpusError, default_corpus_files, encode_corpus, read_corpus
 from bptt.optim import Adam
-from bptt.sampling import next_token, sample_text
-from bptt.vocab import UNK, Vocabulary, tokenize_words
+from bptt.sampling import default_prime, next_token, sample_text
+from bptt.train import TrainConfig, prepare_data
+from bptt.vocab import UNK, Vocabulary, tokenize_words, word_chunks
 
 
 def _logits(p):
@@ -235,8 +240,202 @@ def test_missing_path(tmp_path):
         read_corpus([good, tmp_path / "nothing.txt"])
 
 
+def test_broken_and_looping_links_and_paths_under_a_file(tmp_path):
+    (tmp_path / "broken").symlink_to(tmp_path / "gone")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "f.txt").write_text("text", encoding="utf-8")
+    for name in ("broken", "loop"):
+        with pytest.raises(CorpusError, match=rf"{name}: broken or looping symbolic link$"):
+            read_corpus([tmp_path / name])
+    with pytest.raises(CorpusError, match=r"f\.txt/x: no such file or folder$"):
+        read_corpus([tmp_path / "f.txt" / "x"])
+    assert read_corpus([tmp_path]).files == (str(tmp_path / "f.txt"),)  # inside a folder: skipped
+
+
 def test_corpus_error_is_a_value_error():
     assert issubclass(CorpusError, ValueError)
+
+
+# -- unreadable files and folders (issue 17.5: refused, named; never skipped silently) -----------
+
+
+def _deny(path: Path, monkeypatch) -> None:
+    """Make ``path`` unreadable: chmod when that means something (not root), else make opening it fail.
+
+    Root ignores permission bits, so there the open (a file) or the listing (a folder) raises the
+    ``PermissionError`` the kernel would give anyone else.
+    """
+    if os.geteuid() != 0:
+        path.chmod(0)
+        return
+    denied = str(path)
+    if path.is_dir():
+        real_scandir = os.scandir
+
+        def scandir(p="."):
+            if os.fspath(p) == denied:
+                raise PermissionError(13, "Permission denied", denied)
+            return real_scandir(p)
+
+        monkeypatch.setattr(os, "scandir", scandir)
+    else:
+        real_open = Path.open
+
+        def open_(self, *args, **kwargs):
+            if str(self) == denied:
+                raise PermissionError(13, "Permission denied", denied)
+            return real_open(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", open_)
+
+
+@pytest.fixture
+def restore_modes():
+    touched: list[Path] = []
+    yield touched
+    for p in reversed(touched):  # a folder before what it holds
+        p.chmod(0o755)  # let tmp_path be cleaned up
+
+
+def test_unreadable_file_in_a_folder_is_named_not_skipped(tmp_path, monkeypatch, restore_modes, capsys):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "a.txt").write_text("readable text " * 50, encoding="utf-8")
+    secret = d / "b.txt"
+    secret.write_text("secret text " * 50, encoding="utf-8")
+    restore_modes.append(secret)
+    _deny(secret, monkeypatch)
+    with pytest.raises(
+        CorpusError, match=rf"^{secret}: cannot read \(Permission denied\); make it readable or leave it"
+    ):
+        read_corpus([d])
+    with pytest.raises(CorpusError, match=rf"^{secret}: cannot read \(Permission denied\)"):
+        read_corpus([secret])  # named directly
+    code = main(["train", str(d), "--steps", "1", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"{secret}: cannot read (Permission denied)" in err
+
+
+def test_unreadable_folder_is_named(tmp_path, monkeypatch, restore_modes, capsys):
+    top = tmp_path / "data"
+    sub = top / "sub"
+    sub.mkdir(parents=True)
+    (top / "a.txt").write_text("readable text", encoding="utf-8")
+    (sub / "b.txt").write_text("hidden away", encoding="utf-8")
+    restore_modes.append(sub)
+    _deny(sub, monkeypatch)
+    with pytest.raises(CorpusError, match=rf"^{sub}: cannot read \(Permission denied\)"):
+        read_corpus([top])  # a subfolder
+    restore_modes.append(top)
+    _deny(top, monkeypatch)
+    with pytest.raises(CorpusError, match=rf"^{top}: cannot read \(Permission denied\)"):
+        read_corpus([top])  # the folder named (was: "folder holds no non-empty UTF-8 text files")
+    code = main(["train", str(top), "--steps", "1", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"{top}: cannot read (Permission denied)" in err
+
+
+# -- reading and encoding in chunks (issue 17.6) -------------------------------------------------
+
+MIXED = "naïve café, déjà-vu 🐍 the cat's  x_1 42 — \t\n日本語 a.b!! \r\n\u00a0\u2028 end"
+
+
+def _chunked(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 64])
+def test_word_chunks_cut_exactly_as_the_whole_text(size):
+    text = MIXED * 3 + "x" * 150 + " " * 70 + "..!" + "y" * 40  # runs across many chunks
+    tokens = [t for piece in word_chunks(_chunked(text, size)) for t in piece]
+    assert tokens == tokenize_words(text)
+    assert list(word_chunks([])) == [] and list(word_chunks(["", ""])) == []
+
+
+@pytest.mark.parametrize("level, max_size", [("char", None), ("word", None), ("word", 6)])
+@pytest.mark.parametrize("size", [1, 4, 13])
+def test_chunked_vocabulary_and_ids_equal_the_whole_texts(level, max_size, size):
+    text = MIXED * 4
+    whole = Vocabulary.build([text], level, max_size)
+    v = Vocabulary.build_from_chunks(_chunked(text, size), level, max_size)
+    assert v == whole
+    ids = np.concatenate(list(v.encode_chunks(_chunked(text, size), strict=False)))
+    assert ids.dtype == np.uint8 and (ids == whole.encode(text, strict=False)).all()
+    if level == "char":
+        assert v.tokens == tuple(sorted(set(text)))
+
+
+def test_id_dtype_is_the_smallest_unsigned_that_holds_every_id():
+    for n, dtype in [(1, np.uint8), (256, np.uint8), (257, np.uint16), (65536, np.uint16), (65537, np.uint32)]:
+        v = Vocabulary(tuple(f"w{i}" for i in range(n)), "word")
+        assert v.id_dtype == dtype
+    big = Vocabulary(tuple(chr(0x4E00 + i) for i in range(300)))
+    text = "".join(big.tokens) * 2
+    ids = np.concatenate(list(big.encode_chunks(_chunked(text, 7))))
+    assert ids.dtype == np.uint16 and ids.max() == 299 and big.decode(ids) == text
+
+
+def test_chunked_encode_names_every_unknown_unit_across_chunks():
+    v = Vocabulary.build(["abc "])
+    with pytest.raises(ValueError, match=r"^text has 3 chars outside the vocabulary: 'x', 'é', '🐍'$"):
+        list(v.encode_chunks(["ab", "cx", "a", "é", "xxb🐍", "c"]))
+    w = Vocabulary(("a", " ", "b"), "word")
+    with pytest.raises(ValueError, match=r"^text has 2 words outside the vocabulary: 'zeb', 'yak'$"):
+        list(w.encode_chunks(["a z", "eb b y", "ak a"]))
+
+
+def test_corpus_is_read_in_chunks_with_file_offsets(tmp_path, monkeypatch):
+    import bptt.text.corpus as corpus_module
+
+    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 3)  # every multi-byte character straddles a read
+    f = tmp_path / "t.txt"
+    f.write_text(MIXED, encoding="utf-8")
+    c = read_corpus([f])
+    assert c == Corpus((str(f),), len(MIXED.encode()))
+    assert "".join(c.chunks(3)) == c.text == MIXED
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("déjà vu ✓ ".encode() + b"ok \xe2\x9c")  # cut inside the last character
+    with pytest.raises(
+        CorpusError, match=rf"bad\.txt: not UTF-8 text \(invalid byte 0xe2 at offset {len('déjà vu ✓ '.encode()) + 3}\)"
+    ):
+        read_corpus([bad])
+    late = tmp_path / "late.bin"
+    late.write_bytes(b"x" * 20_000 + b"\x00")
+    with pytest.raises(CorpusError, match=r"late\.bin: looks binary \(NUL byte at offset 20000\)"):
+        read_corpus([late])
+
+
+def test_encode_corpus_gives_compact_ids_and_the_int32_digest(tmp_path):
+    import hashlib
+
+    (tmp_path / "a.txt").write_text(MIXED, encoding="utf-8")
+    (tmp_path / "b.txt").write_text("more text ✓", encoding="utf-8")
+    corpus = read_corpus([tmp_path])
+    for level in ("char", "word"):
+        vocab = Vocabulary.build_from_chunks(corpus.chunks(5), level)
+        ids, digest = encode_corpus(corpus, vocab)
+        want = vocab.encode(MIXED + "\n" + "more text ✓")
+        assert ids.dtype == np.uint8 and (ids == want).all()
+        assert digest == hashlib.sha256(want.astype(np.int32).tobytes()).hexdigest()  # as before compact ids
+
+
+def test_a_file_that_grows_after_the_check_is_refused(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("abc", encoding="utf-8")
+    corpus = read_corpus([f])
+    f.write_text("abcabc", encoding="utf-8")
+    with pytest.raises(
+        CorpusError, match=r"t\.txt: the text changed while being read \(more than the 3 bytes checked\)"
+    ):
+        encode_corpus(corpus, Vocabulary.build(["abc"]))
+
+
+def test_prepare_data_keeps_one_byte_per_character(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("the quick brown fox jumps over the lazy dog\n" * 200, encoding="utf-8")
+    data = prepare_data([f], TrainConfig(batch_size=4, seq_len=8))
+    assert data.train.dtype == data.val.dtype == np.uint8
+    assert data.train.base is data.val.base  # views of one array: no copy per split
 
 
 # -- sampling ------------------------------------------------------------------------------
@@ -427,3 +626,27 @@ def test_word_level_without_unk_refuses_unknown_words():
     m = bptt.Elman(3, 4, 3, seed=0)
     with pytest.raises(ValueError, match=r"prime has 1 words outside the model's vocabulary: 'zebra'"):
         list(sample_text(m, vocab, "a zebra", 3))
+
+
+@pytest.mark.parametrize(
+    "tokens, level, want",
+    [(("a", "b", " "), "char", " "), (("x", "\n"), "char", "\n"), (("<unk>", "the", "cat"), "word", "the")],
+)
+def test_default_prime_is_a_newline_a_space_or_a_token(tokens, level, want):
+    assert default_prime(Vocabulary(tokens, level)) == want
+
+
+@pytest.mark.parametrize("tokens, level", [(("<unk>",), "word"), (("ab", "cd"), "char"), (("", "x y"), "word")])
+def test_no_default_prime_is_a_value_error_that_asks_for_one(tokens, level, tmp_path, capsys):
+    vocab = Vocabulary(tokens, level)
+    with pytest.raises(
+        ValueError, match=r"^default_prime: none of the \d tokens of this \w+ vocabulary .* pass a prime"
+    ):
+        default_prime(vocab)  # was StopIteration
+    path = tmp_path / "odd.safetensors"
+    save_checkpoint(
+        path, Checkpoint(model=bptt.Elman(len(vocab), 3, len(vocab), output="softmax", seed=0), vocab=vocab)
+    )
+    code = main(["sample", str(path), "-n", "5"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "pass a prime (bptt sample --prime TEXT)" in err

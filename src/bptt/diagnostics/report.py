@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import os
 import tempfile
@@ -20,6 +19,7 @@ import numpy as np
 
 from ..files.atomic import write_atomic
 from ..files.checkpoint import load_checkpoint
+from ..files.untrusted import parse_json
 from ..text.sampling import default_prime, sample_text
 from .explain import explain_text, write_explanation
 from .plots import plot_training
@@ -45,8 +45,8 @@ def _rows(path: Path) -> list[dict]:
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+            row = parse_json(line)  # bounded nesting: a hostile line is skipped, not a crash
+        except ValueError:
             continue
         if isinstance(row, dict) and isinstance(row.get("step"), int):
             rows.append(row)

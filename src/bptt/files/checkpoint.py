@@ -1,9 +1,14 @@
 """Checkpoints: weights in a safetensors file, everything else as JSON in its metadata.
 
 Loading never executes code: safetensors holds raw arrays and a JSON header,
-and bptt reads the header with ``json.loads``. A SHA-256 of every tensor and
-the metadata is stored beside them, so a truncated, corrupted or edited file
-is refused with one error type, :class:`CheckpointError`.
+and bptt reads the header with ``json.loads`` after bounding its size and
+nesting (:func:`bptt.files.untrusted.parse_json`). A SHA-256 of every tensor and
+the metadata is stored beside them, so a truncated or corrupted file is refused
+with one error type, :class:`CheckpointError`. The SHA-256 is a checksum, not a
+signature: whoever edits a file can recompute it. So everything behind it is
+checked too (parameters against the model description, every value finite, every
+field of the training record on resume), and an edited file is refused unless it is
+a consistent checkpoint; its messages quote at most a few hundred characters of it.
 
 Layout of a file::
 
@@ -36,11 +41,13 @@ import numpy as np
 from ..engine.network import RNN
 from ..text.vocab import Vocabulary
 from .atomic import write_atomic
+from .untrusted import elide, parse_json
 
 __all__ = ["FORMAT", "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "bptt-checkpoint"
 VERSION = "1"
+MAX_HEADER = 100_000_000  # bytes of JSON header: safetensors' own limit
 
 
 class CheckpointError(ValueError):
@@ -122,16 +129,31 @@ def _header(data: bytes, path: Path) -> dict[str, str]:
     (n,) = struct.unpack("<Q", data[:8])
     if n > len(data) - 8:
         raise CheckpointError(f"{path}: not a bptt checkpoint or truncated (header of {n} bytes does not fit)")
+    if n > MAX_HEADER:
+        raise CheckpointError(f"{path}: not a bptt checkpoint (header of {n:,} bytes; at most {MAX_HEADER:,})")
     try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path}: not a bptt checkpoint (header is not JSON)") from None
+        header = parse_json(data[8 : 8 + n].decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not a bptt checkpoint (header is not UTF-8 text)") from None
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: not a bptt checkpoint (header: {exc})") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a bptt checkpoint (a safetensors file without bptt's metadata?)")
     if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {meta.get('version')!r} is not supported (need {VERSION})")
+        version = elide(repr(meta.get("version")), 40)
+        raise CheckpointError(f"{path}: checkpoint version {version} is not supported (need {VERSION})")
     return meta
+
+
+def _field(meta: dict[str, Any], key: str, path: Path) -> Any:
+    """Metadata entry ``key``, parsed as bounded JSON."""
+    if not isinstance(meta.get(key), str):
+        raise CheckpointError(f"{path}: malformed checkpoint metadata (no {key!r} entry)")
+    try:
+        return parse_json(meta[key])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: malformed checkpoint metadata {key!r} ({exc})") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -156,30 +178,35 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         tensors = load(data)
     except SafetensorError as exc:
-        raise CheckpointError(f"{path}: corrupted or truncated checkpoint ({exc})") from None
+        raise CheckpointError(f"{path}: corrupted or truncated checkpoint ({elide(exc)})") from None
     stored = meta.pop("sha256", None)
     if stored != _digest(tensors, meta):
         raise CheckpointError(f"{path}: checksum mismatch: the file was corrupted or edited")
+    for name, a in tensors.items():  # save_checkpoint refuses to write NaN or Inf: the file was edited
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise CheckpointError(f"{path}: tensor {elide(name, 80)!r} holds NaN or Inf")
+    params = {k[len("params/") :]: v for k, v in tensors.items() if k.startswith("params/")}
+    config = _field(meta, "model", path)
     try:
-        params = {k[len("params/") :]: v for k, v in tensors.items() if k.startswith("params/")}
-        try:
-            model = RNN.from_config(json.loads(meta["model"]), params=params)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: parameters do not match the model description ({exc})") from None
-        vocab = Vocabulary.from_json(json.loads(meta["vocab"])) if "vocab" in meta else None
-        optim = None
-        if "optim" in meta:
-            arrays = {k[len("optim/") :]: v for k, v in tensors.items() if k.startswith("optim/")}
-            scalars = json.loads(meta["optim"])
-            if not isinstance(scalars, dict):
-                raise CheckpointError(f"{path}: malformed optimizer record")
-            optim = (arrays, scalars)
-        train = json.loads(meta["train"])
-        if not isinstance(train, dict):
-            raise CheckpointError(f"{path}: malformed training record")
-        state = {k[len("state/") :]: v for k, v in tensors.items() if k.startswith("state/")}
-        return Checkpoint(model=model, vocab=vocab, train=train, optimizer=optim, state=state)
-    except CheckpointError:
-        raise
+        model = RNN.from_config(config, params=params)
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: malformed checkpoint metadata ({exc})") from None
+        raise CheckpointError(f"{path}: parameters do not match the model description ({elide(exc)})") from None
+    vocab = None
+    if "vocab" in meta:
+        tokens = _field(meta, "vocab", path)
+        try:
+            vocab = Vocabulary.from_json(tokens)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: malformed checkpoint metadata 'vocab' ({elide(exc)})") from None
+    optim = None
+    if "optim" in meta:
+        arrays = {k[len("optim/") :]: v for k, v in tensors.items() if k.startswith("optim/")}
+        scalars = _field(meta, "optim", path)
+        if not isinstance(scalars, dict):
+            raise CheckpointError(f"{path}: malformed checkpoint metadata 'optim' (not a JSON object)")
+        optim = (arrays, scalars)
+    train = _field(meta, "train", path)
+    if not isinstance(train, dict):
+        raise CheckpointError(f"{path}: malformed checkpoint metadata 'train' (not a JSON object)")
+    state = {k[len("state/") :]: v for k, v in tensors.items() if k.startswith("state/")}
+    return Checkpoint(model=model, vocab=vocab, train=train, optimizer=optim, state=state)

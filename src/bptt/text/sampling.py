@@ -33,11 +33,22 @@ _MIN_FOLDED_TEMPERATURE = 1e-4  # below it, z/τ is computed in float64 rather t
 
 
 def default_prime(vocab: Vocabulary) -> str:
-    """A neutral text to start from: a newline or a space if the vocabulary has one."""
-    for candidate in ("\n", " "):
-        if not vocab.unknown(candidate):
+    """A neutral text to start from: a newline or a space if the vocabulary has one, else its first token.
+
+    Raises
+    ------
+    ValueError
+        If no token encodes as known units (a vocabulary of ``<unk>`` alone, or a character
+        vocabulary whose tokens are all longer than one character): pass a prime instead.
+    """
+    for candidate in ("\n", " ", *vocab.tokens):
+        if candidate and candidate != UNK and not vocab.unknown(candidate):  # every unit in the vocabulary
             return candidate
-    return next(t for t in vocab.tokens if t != UNK and not vocab.unknown(t))
+    shown = ", ".join(repr(t) for t in vocab.tokens[:5]) + (" …" if len(vocab) > 5 else "")
+    raise ValueError(
+        f"default_prime: none of the {len(vocab)} tokens of this {vocab.level} vocabulary ({shown}) can start a "
+        "sample on its own; pass a prime (bptt sample --prime TEXT)"
+    )
 
 
 def _check(n, temperature, top_k, top_p, vocab_size) -> None:

@@ -8,6 +8,10 @@ from typing import Any
 from .. import _checks
 from ..engine.models import MODELS
 from ..files.checkpoint import Checkpoint
+from ..files.untrusted import elide
+from .optim import OPTIMIZERS
+from .records import check_record, check_settings
+from .schedules import SCHEDULES
 
 __all__ = ["DEFAULT_WORD_VOCAB", "TrainConfig", "TrainingError", "checkpoint_config"]
 
@@ -88,7 +92,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
-            raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+            raise ValueError(f"{name} must be {expected}, got {elide(repr(getattr(self, name)), 80)}")
 
         def integer(name: str, low: int, optional: bool = False) -> None:
             v = getattr(self, name)
@@ -100,12 +104,23 @@ class TrainConfig:
         def number(name: str, strict: bool = True, high: float | None = None, optional: bool = False, **kw) -> None:
             v = getattr(self, name)
             if not (optional and v is None):
+                if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**62:  # NumPy cannot take it
+                    fail(name, "a finite number")
                 x = _checks.real(v, name, "", strict=strict, high=high, **kw)
                 if type(v) not in (int, float):  # e.g. a NumPy scalar: stored as a float, JSON-able
                     object.__setattr__(self, name, x)
 
+        for name in ("cell", "activation", "dtype", "level", "optimizer", "schedule"):
+            if not isinstance(getattr(self, name), str):
+                fail(name, "a string")
+        if not isinstance(self.nesterov, bool):
+            fail("nesterov", "true or false")
         if self.cell not in MODELS:
             fail("cell", f"one of {sorted(MODELS)}")
+        if self.optimizer not in OPTIMIZERS:
+            fail("optimizer", f"one of {sorted(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            fail("schedule", f"one of {list(SCHEDULES)}")
         if self.level not in ("char", "word"):
             fail("level", "'char' or 'word'")
         if self.dtype not in ("float32", "float64"):
@@ -160,16 +175,36 @@ class TrainConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
         """The settings :meth:`to_json` wrote; those it lacks (older checkpoints) take their defaults."""
+        if not isinstance(data, dict):
+            raise TypeError(f"training settings must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k) for k in set(data) - known)
         if unknown:
-            raise ValueError(f"unknown training settings {unknown}")
+            raise ValueError(f"unknown training settings {elide(unknown, 80)}")
         return cls(**data)
 
 
 def checkpoint_config(ckpt: Checkpoint, path: object = "checkpoint") -> TrainConfig:
-    """The training settings stored in a checkpoint."""
+    """The training settings stored in a checkpoint, checked with all of it that needs no corpus.
+
+    That is the settings, every field of the training record (:func:`bptt.training.records.check_record`),
+    and the model, carried state and token count against the settings
+    (:func:`bptt.training.records.check_settings`).
+
+    Raises
+    ------
+    TrainingError
+        Naming ``path`` and the first bad setting or field.
+    """
+    if "config" not in ckpt.train:
+        raise TrainingError(f"{path}: checkpoint has no training settings (no 'config' in its training record)")
     try:
-        return TrainConfig.from_json(ckpt.train["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TrainingError(f"{path}: checkpoint has no usable training record ({exc})") from None
+        config = TrainConfig.from_json(ckpt.train["config"])
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(f"{path}: malformed training record: config: {elide(exc)}") from None
+    try:
+        check_record(ckpt.train, path)
+        check_settings(config, ckpt, path)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    return config

@@ -19,7 +19,6 @@ A stream of ``N`` token ids is read as ``B`` contiguous streams side by side
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Callable, Mapping
@@ -30,6 +29,7 @@ import numpy as np
 
 from ..engine.network import RNN
 from ..files.atomic import write_atomic
+from ..files.untrusted import parse_json
 
 if TYPE_CHECKING:  # the trainer builds on this module
     from .train import TrainState
@@ -154,14 +154,18 @@ def metrics_row(
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop the ``metrics.jsonl`` rows logged after ``step`` (by a run that stopped after its last checkpoint)."""
+    """Drop the ``metrics.jsonl`` rows logged after ``step`` (by a run that stopped after its last checkpoint).
+
+    Lines that are not JSON objects (a torn last line, or anything nested deeper than
+    :data:`bptt.files.untrusted.MAX_DEPTH`) are dropped too.
+    """
     if not path.exists():
         return
     keep = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+            row = parse_json(line)
+        except ValueError:
             continue
         if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
             keep.append(line)

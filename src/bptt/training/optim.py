@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from .. import _checks
+from ..files.untrusted import elide
 
 __all__ = [
     "OPTIMIZERS",
@@ -187,19 +188,49 @@ class Optimizer(ABC):
         arrays = {f"{slot}/{k}": v for slot, d in self.state.items() for k, v in d.items()}
         return arrays, {"name": self.name, "steps": self.steps}
 
+    def non_finite_state(self) -> str | None:
+        """The first state array (``"slot/param"``) holding NaN or Inf, or None when all are finite.
+
+        One sum per slot and dtype; only a non-finite sum (or one that overflowed) looks closer.
+        """
+        for group, flat in zip(self._groups, self._flat_state, strict=True):
+            for slot, v in flat.items():
+                with np.errstate(over="ignore", invalid="ignore"):
+                    total = float(np.sum(v))
+                if math.isfinite(total) or np.isfinite(v).all():
+                    continue
+                return next(f"{slot}/{k}" for k, a in group.views(v).items() if not np.isfinite(a).all())
+        return None
+
     def load_state_dict(self, arrays: Mapping[str, np.ndarray], scalars: Mapping[str, object]) -> None:
-        """Restore what :meth:`state_dict` returned (shapes and names must match)."""
+        """Restore what :meth:`state_dict` returned: the same names, shapes and dtypes, finite values.
+
+        Everything is checked before anything is restored. Raises ``ValueError`` naming the
+        first array or scalar that does not fit (quoting at most a few dozen characters of it).
+        """
         where = f"{type(self).__name__}.load_state_dict"
-        if scalars.get("name") != self.name:
-            raise ValueError(f"{where}: state is for optimizer {scalars.get('name')!r}, not {self.name!r}")
-        for slot, d in self.state.items():
-            for k, v in d.items():
-                key = f"{slot}/{k}"
-                if key not in arrays or arrays[key].shape != v.shape:
-                    got = arrays[key].shape if key in arrays else "nothing"
-                    raise ValueError(f"{where}: {key} must have shape {v.shape}, got {got}")
-                v[...] = arrays[key]
-        self.steps = int(scalars["steps"])  # type: ignore[call-overload]
+        name, steps = scalars.get("name"), scalars.get("steps")
+        if name != self.name:
+            raise ValueError(f"{where}: state is for optimizer {elide(repr(name), 40)}, not {self.name!r}")
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 0 <= steps <= 2**62:
+            raise ValueError(f"{where}: steps must be an integer in [0, 2**62], got {elide(repr(steps), 40)}")
+        expected = {f"{slot}/{k}": v for slot, d in self.state.items() for k, v in d.items()}
+        for key in arrays:
+            if key not in expected:
+                have = ", ".join(expected) or "none"
+                raise ValueError(f"{where}: unexpected state array {elide(repr(key), 60)} ({self.name} has {have})")
+        for key, v in expected.items():
+            a = arrays.get(key)
+            if not isinstance(a, np.ndarray) or a.shape != v.shape:
+                got = a.shape if isinstance(a, np.ndarray) else "nothing" if a is None else type(a).__name__
+                raise ValueError(f"{where}: {key} must have shape {v.shape}, got {got}")
+            if a.dtype != v.dtype:
+                raise ValueError(f"{where}: {key} must have dtype {v.dtype} like its parameter, got {a.dtype}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"{where}: {key} must be finite, holds NaN or Inf")
+        for key, v in expected.items():
+            v[...] = arrays[key]
+        self.steps = int(steps)
 
 
 class SGD(Optimizer):

@@ -36,7 +36,6 @@ keys), from values the training steps computed anyway. Their running values live
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -54,9 +53,10 @@ from ..diagnostics.health import SATURATED_ALARM as SATURATED_ALARM
 from ..diagnostics.health import health_note, layer_health
 from ..engine.models import MODELS
 from ..engine.network import RNN, Forward
-from ..files.atomic import write_atomic
+from ..files.atomic import remove_stale_temps, write_atomic
 from ..files.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from ..text.corpus import read_corpus
+from ..files.untrusted import elide
+from ..text.corpus import encode_corpus, read_corpus
 from ..text.sampling import default_prime, sample_text
 from ..text.vocab import Vocabulary
 from .allocator import retain_freed_memory
@@ -64,6 +64,7 @@ from .config import DEFAULT_WORD_VOCAB, TrainConfig, TrainingError, checkpoint_c
 from .evaluation import LN2 as LN2
 from .evaluation import Progress, evaluate_loss, metrics_row, score, score_unit, streams, truncate_metrics
 from .optim import Optimizer, clip_grad_norm, clip_grad_value, make_optimizer
+from .records import check_record, check_resume
 from .schedules import Schedule
 
 CELLS = MODELS  # this module's name for the one cell table, bptt.engine.models.MODELS
@@ -73,7 +74,12 @@ __all__ = ["TrainConfig", "Trainer", "TrainingError", "checkpoint_config", "prep
 
 @dataclass(frozen=True)
 class Data:
-    """A tokenised corpus split for training: ``train`` and ``val`` id streams and the vocabulary."""
+    """A tokenised corpus split for training: ``train`` and ``val`` id streams and the vocabulary.
+
+    The streams are views of one id array in the smallest unsigned dtype for the vocabulary
+    (``vocab.id_dtype``: one byte per token up to 256 tokens); ``digest`` is the SHA-256 of
+    the ids as int32 (:func:`bptt.text.corpus.encode_corpus`).
+    """
 
     vocab: Vocabulary
     train: np.ndarray
@@ -91,8 +97,8 @@ def prepare_data(paths, config: TrainConfig, vocab: Vocabulary | None = None) ->
     corpus = read_corpus(paths)
     if vocab is None:
         cap = config.max_vocab if config.max_vocab is not None or config.level == "char" else DEFAULT_WORD_VOCAB
-        vocab = Vocabulary.build([corpus.text], config.level, cap)
-    ids = vocab.encode(corpus.text, strict=vocab.level == "char")
+        vocab = Vocabulary.build_from_chunks(corpus.chunks(), config.level, cap)
+    ids, digest = encode_corpus(corpus, vocab, strict=vocab.level == "char")  # compact ids (vocab.id_dtype)
     n_val = int(len(ids) * config.val_fraction)
     need = config.batch_size * (config.k1 + 1)
     train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
@@ -101,7 +107,6 @@ def prepare_data(paths, config: TrainConfig, vocab: Vocabulary | None = None) ->
             f"corpus too short: {len(ids)} tokens; batch_size × (seq_len + 1) = {need} are needed for training "
             f"and seq_len + 1 = {config.k1 + 1} for validation (use less batch_size/seq_len or more text)"
         )
-    digest = hashlib.sha256(ids.tobytes()).hexdigest()
     return Data(vocab=vocab, train=train, val=val, files=corpus.files, digest=digest)
 
 
@@ -172,7 +177,14 @@ class TrainState:
         return rec
 
     @classmethod
-    def from_record(cls, rec: dict[str, Any], carried: dict[str, np.ndarray]) -> TrainState:
+    def from_record(
+        cls, rec: dict[str, Any], carried: dict[str, np.ndarray], where: object = "training record"
+    ) -> TrainState:
+        """The state ``rec`` describes, each field checked first (:func:`bptt.training.records.check_record`).
+
+        Raises ``ValueError`` naming ``where`` (the file) and the first bad field.
+        """
+        check_record(rec, where)
         optional = (*HEALTH_FIELDS, "dropout_rng", "carried")
         names = [f.name for f in fields(cls) if f.name not in optional]
         # Checkpoints written before the health metrics existed resume with an empty interval.
@@ -273,6 +285,11 @@ class Trainer:
 
         ``steps`` replaces the run's total number of updates (to train for longer; a cosine
         schedule then stretches to the new length). ``ckpt`` is ``path`` already loaded.
+
+        Every field of the checkpoint's training record and optimizer state is checked
+        first (:mod:`bptt.training.records`): a ``TrainingError`` names the file and the
+        field. Temporary files that crashed saves left in ``out_dir`` are removed
+        (:func:`bptt.files.atomic.remove_stale_temps`).
         """
         ckpt, name = (ckpt if ckpt is not None else load_checkpoint(path)), path
         rec = ckpt.train
@@ -284,14 +301,18 @@ class Trainer:
             raise TrainingError(f"{name}: the training text differs from the text this run was started on")
         if ckpt.optimizer is None:
             raise TrainingError(f"{name}: checkpoint has no optimizer state to resume from")
+        for run_file in ("latest.safetensors", "best.safetensors", "metrics.jsonl"):
+            remove_stale_temps(Path(out_dir) / run_file)
         trainer = cls(config, data, out_dir, model=ckpt.model, log=log)
         try:
             trainer.optimizer.load_state_dict(*ckpt.optimizer)
-            trainer.state = TrainState.from_record(rec, ckpt.state)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TrainingError(f"{name}: malformed training record in checkpoint ({exc})") from None
-        if trainer.state.dropout_rng is None and dropout_generator(config) is not None:
-            raise TrainingError(f"{name}: the run uses dropout but its checkpoint has no dropout RNG state")
+        except (TypeError, ValueError) as exc:
+            raise TrainingError(f"{name}: malformed optimizer state ({elide(exc)})") from None
+        try:
+            check_resume(trainer, ckpt, name)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
+        trainer.state = TrainState.from_record(rec, ckpt.state, name)
         return trainer
 
     # -- one update ---------------------------------------------------------------------
@@ -322,10 +343,15 @@ class Trainer:
         self._last_forward = None  # let the previous pass's caches go before the new pass allocates
         # A run without dropout passes no dropout_rng: its steps are exactly those of before dropout existed.
         dropout = {} if s.dropout_rng is None else {"dropout_rng": s.dropout_rng}
+        lr = self.optimizer.current_lr()
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are caught just below
             r = m.loss_and_grad(x, y, s.carried, loss_weights=w, **dropout)
         if not math.isfinite(r.loss):
-            raise TrainingError(f"step {s.step + 1}: loss is {r.loss}; stopping before it reaches the weights")
+            name, big = max(((k, float(np.abs(p).max(initial=0.0))) for k, p in m.params.items()), key=lambda kv: kv[1])
+            raise TrainingError(
+                f"step {s.step + 1}: loss is {r.loss} with lr {lr:g}: the forward pass overflowed while every "
+                f"parameter is finite (largest: |{name}| = {big:.3g}); stopping before it reaches the weights"
+            )
         try:
             # Per-parameter norms before clipping (clip_grad_norm of one array is its overflow-safe norm).
             param_norms = {f"grad_norm/{k}": clip_grad_norm({k: r.grads[k]}, None) for k in m.params}
@@ -333,13 +359,23 @@ class Trainer:
             # Then each entry to [−clip_value, clip_value]: the order the config documents.
             peak = 0.0 if cfg.clip_value is None else clip_grad_value(r.grads, cfg.clip_value, names=m.params.keys())
         except FloatingPointError as exc:
-            raise TrainingError(f"step {s.step + 1}: {exc}; stopping before it reaches the weights") from None
-        lr = self.optimizer.current_lr()
+            msg = f"step {s.step + 1}: {exc} with lr {lr:g}; stopping before it reaches the weights"
+            raise TrainingError(msg) from None
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             self.optimizer.step(r.grads)
         for name, p in m.params.items():
             if not np.isfinite(p).all():
-                raise TrainingError(f"step {s.step + 1}: parameter {name!r} became non-finite (lr {lr:g} too high?)")
+                raise TrainingError(
+                    f"step {s.step + 1}: parameter {name!r} became non-finite with lr {lr:g} (too high?)"
+                )
+        # Huge gradients can overflow an optimizer's running squares (RMSprop's, Adam's) while every weight stays
+        # finite: each later update of those entries is then 0, and the run would stall silently.
+        slot = self.optimizer.non_finite_state()
+        if slot is not None:
+            raise TrainingError(
+                f"step {s.step + 1}: optimizer state {slot!r} became non-finite with lr {lr:g} while every parameter "
+                "stayed finite (gradients too large: set clip, or lower lr)"
+            )
         # The next window starts k1 steps later; carry the state from there.
         next_start = max(0, end - overlap)
         if next_start > start:
@@ -377,7 +413,11 @@ class Trainer:
         with np.errstate(over="ignore", invalid="ignore"):
             val = evaluate_loss(self.model, self.data.val, cfg.batch_size, cfg.k1, cfg.eval_tokens)
         if not math.isfinite(val):
-            raise TrainingError(f"step {self.state.step}: validation loss is {val}; the model has diverged")
+            lr = self.schedule(max(self.state.step - 1, 0))  # the last update's
+            raise TrainingError(
+                f"step {self.state.step}: validation loss is {val} after an update with lr {lr:g}: the model has "
+                "diverged (its parameters are finite; the forward pass overflowed)"
+            )
         return val
 
     # -- the loop ------------------------------------------------------------------------
