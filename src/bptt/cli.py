@@ -8,6 +8,8 @@
     bptt info CKPT                              architecture, equations and parameter table
     bptt explain CKPT --text "def f(x):"        inside BPTT on a text: JSON and PNG pictures
     bptt report RUN_DIR                         one self-contained HTML page for a run
+    bptt export CKPT --format torch -o M.safetensors   a PyTorch state dict (or --format onnx)
+    bptt import STATE.safetensors -o CKPT       a PyTorch state dict as a checkpoint
 
 Every error is one line on stderr and exit status 2.
 """
@@ -24,12 +26,17 @@ from typing import NoReturn
 import numpy as np
 
 from . import _checks
+from .cli_parser import UsageError
+from .cli_parser import _Parser as _Parser
+from .cli_parser import parser as _parser
 from .diagnostics.plots import PlotError, require_matplotlib
 from .engine.models import MODELS
 from .files.checkpoint import CheckpointError, load_checkpoint
+from .interop.commands import COMMANDS as INTEROP_COMMANDS
 from .text.corpus import CorpusError
 from .text.sampling import default_prime, sample_text
 from .training.evaluation import bits_per_token, score, score_unit
+from .training.records import check_record
 from .training.train import TrainConfig, Trainer, TrainingError, checkpoint_config, prepare_data
 
 __all__ = ["main"]
@@ -46,111 +53,6 @@ EQUATIONS = {
         "n_t = tanh(V_n {x} + b_n + r ⊙ (W_n h_{{t-1}} + b_hn)),   h_t = (1 − u) ⊙ n_t + u ⊙ h_{{t-1}}",
     ],
 }
-
-
-class UsageError(Exception):
-    """A command-line mistake (reported in one line, exit 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        command = self.prog.removeprefix("bptt").strip()  # "train", "sample", … or "" at the top
-        raise UsageError(f"{command}: {message}" if command else message)
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)  # not a number: argparse says "invalid _positive_float value"
-    try:
-        return _checks.real(value, "value", "")
-    except ValueError as exc:  # argparse puts "argument --name:" in front; the value is shown as typed
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("value ").removesuffix(repr(value)) + text) from None
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="bptt", description="Recurrent networks with exact backpropagation through time.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    d = TrainConfig()
-    t = sub.add_parser("train", help="train a language model on text (default: the Python standard library)")
-    t.add_argument("paths", nargs="*", metavar="FILE_OR_DIR", help="UTF-8 text files or folders (default: stdlib)")
-    t.add_argument("--out", default=None, help="output folder for checkpoints and metrics (default: runs/default)")
-    t.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT (its settings are kept)")
-    t.add_argument("--overwrite", action="store_true", help="start afresh in an --out folder that holds a run")
-    g = t.add_argument_group("model")
-    g.add_argument("--cell", choices=list(MODELS), default=d.cell)
-    g.add_argument("--hidden-size", type=int, default=d.hidden_size)
-    g.add_argument("--layers", type=int, default=d.num_layers, dest="num_layers")
-    g.add_argument("--activation", default=d.activation, help="Elman f_h: tanh, relu, sigmoid, identity")
-    g.add_argument("--embedding-size", type=int, default=d.embedding_size)
-    g.add_argument("--dtype", choices=["float32", "float64"], default=d.dtype)
-    g.add_argument("--dropout", type=float, default=d.dropout, metavar="P", help="between layers (training only)")
-    g.add_argument("--recurrent-dropout", type=float, default=d.recurrent_dropout, metavar="P", help="on h_{t-1}")
-    g = t.add_argument_group("text")
-    g.add_argument("--level", choices=["char", "word"], default=d.level)
-    g.add_argument("--max-vocab", type=int, default=d.max_vocab, help="word level: keep this many tokens")
-    g.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    g = t.add_argument_group("truncated BPTT")
-    g.add_argument("--seq-len", type=int, default=d.seq_len, help="k1: steps per update")
-    g.add_argument("--bptt-len", type=int, default=d.bptt_len, help="k2 ≥ k1: steps backpropagated")
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g = t.add_argument_group("optimisation")
-    g.add_argument("--optimizer", choices=["sgd", "adagrad", "rmsprop", "adam", "adamw"], default=d.optimizer)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--momentum", type=float, default=d.momentum)
-    g.add_argument("--nesterov", action="store_true")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--schedule", choices=["constant", "cosine", "step"], default=d.schedule)
-    g.add_argument("--warmup", type=int, default=d.warmup)
-    g.add_argument("--step-size", type=int, default=d.step_size)
-    g.add_argument("--gamma", type=float, default=d.gamma)
-    g.add_argument("--min-lr", type=float, default=d.min_lr)
-    g.add_argument("--clip", type=float, default=d.clip, help="global gradient-norm clip (0: off)")
-    g.add_argument(
-        "--clip-value", type=float, default=d.clip_value, metavar="V", help="then clamp each entry to [-V, V] (0: off)"
-    )
-    g = t.add_argument_group("run")
-    g.add_argument("--steps", type=int, default=None, help=f"updates in all (default {d.steps}; with --resume: extend)")
-    g.add_argument("--eval-every", type=int, default=d.eval_every)
-    g.add_argument("--eval-tokens", type=int, default=d.eval_tokens, help="validation tokens per evaluation (0: all)")
-    g.add_argument("--patience", type=int, default=d.patience)
-    g.add_argument("--sample-every", type=int, default=d.sample_every)
-    g.add_argument("--sample-length", type=int, default=d.sample_length)
-    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    g.add_argument("--seed", type=int, default=d.seed)
-
-    s = sub.add_parser("sample", help="stream text from a trained model")
-    s.add_argument("checkpoint", metavar="CKPT")
-    s.add_argument("--prime", default=None, help="text to start from (default: a newline)")
-    s.add_argument("-n", "--length", type=int, default=500, help="tokens to generate")
-    s.add_argument("--temperature", type=_positive_float, default=1.0)
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--top-p", type=float, default=None)
-    s.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    s.add_argument("--seed", type=int, default=0)
-
-    i = sub.add_parser("info", help="architecture, equations and parameter table of a checkpoint")
-    i.add_argument("checkpoint", metavar="CKPT")
-
-    e = sub.add_parser("explain", help="inside BPTT on a text: Jacobian products, gradient by gap, input sensitivity")
-    e.add_argument("checkpoint", metavar="CKPT", nargs="?", help="a trained model (or describe one with --cell …)")
-    e.add_argument("--text", default=None, help="the text the model reads (its units must be in the vocabulary)")
-    e.add_argument("--out", default=None, help="folder for explain.json and the PNGs (default: CKPT's folder/explain)")
-    g = e.add_argument_group("without a checkpoint: a fresh model reading random tokens")
-    g.add_argument("--cell", choices=list(MODELS), default=None)
-    g.add_argument("--hidden-size", type=int, default=None, help="default 32")
-    g.add_argument("--layers", type=int, default=None, dest="num_layers", help="default 1")
-    g.add_argument("--activation", default=None, help="Elman f_h (default tanh)")
-    g.add_argument("--vocab-size", type=int, default=None, help="default 32")
-    g.add_argument("--length", type=int, default=None, help="random tokens read (default 40)")
-    g.add_argument("--seed", type=int, default=None, help="default 0")
-    e.add_argument("--param", default=None, help="parameter to decompose by gap (default: the recurrent weight)")
-    e.add_argument("--no-plots", action="store_true", help="write only explain.json (no matplotlib needed)")
-
-    r = sub.add_parser("report", help="one self-contained HTML page for a training run")
-    r.add_argument("run_dir", metavar="RUN_DIR")
-    r.add_argument("--text", default=None, help="text to explain (default: the start of a sample)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the sample shown")
-    return p
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -185,8 +87,15 @@ def _run_files(folder: Path) -> list[str]:
 
 
 def _refuse_to_replace(out: Path, why: str, resume_hint: bool) -> NoReturn:
-    hint = f"resume it with --resume {out / 'latest.safetensors'}, " if resume_hint else ""
-    raise UsageError(f"{out} {why}: {hint}choose another --out, or pass --overwrite")
+    latest = out / "latest.safetensors"
+    if resume_hint and latest.exists():
+        raise UsageError(f"{out} {why}: resume it with --resume {latest}, choose another --out, or pass --overwrite")
+    if resume_hint:  # stopped before its first checkpoint: there is nothing to resume
+        raise UsageError(
+            f"{out} {why} but no latest.safetensors to resume from: choose another --out, "
+            "or pass --overwrite (or delete the folder) to start afresh"
+        )
+    raise UsageError(f"{out} {why}: choose another --out, or pass --overwrite")
 
 
 def _resume(args: argparse.Namespace) -> tuple[Trainer, Path]:
@@ -316,6 +225,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if ckpt.vocab is not None:
         lines.append(f"vocabulary  {len(ckpt.vocab)} {ckpt.vocab.level}s")
     rec = ckpt.train
+    check_record(rec, args.checkpoint, partial=True)  # an edited record: one line naming the field
     if "step" in rec:
         best = rec.get("best_val")
         lines.append(f"training    step {rec['step']}, epoch {rec.get('epoch', 0)}, tokens {rec.get('tokens', 0):,}")
@@ -388,7 +298,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "explain": cmd_explain, "report": cmd_report}
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "info": cmd_info,
+    "explain": cmd_explain,
+    "report": cmd_report,
+    **INTEROP_COMMANDS,  # export, import (bptt/interop/commands.py)
+}
 
 
 def main(argv: list[str] | None = None) -> int:
