@@ -54,7 +54,8 @@ __all__ = [
     "augmented",
     "flip",
     "freeze",
-    "running",
+    "pass_through",
+    "segments",
     "stacked_states",
     "state_buffer",
     "uniform",
@@ -152,20 +153,36 @@ class Padding:
         return self.pad[t] if t >= self.first else None
 
 
-def running(pad: Padding | None, T: int, B: int) -> tuple[int, ...]:
-    """For a fast kernel's loop: per step, the number ``n_t`` of rows that are real steps.
+def segments(pad: Padding | None, T: int, B: int) -> list[tuple[int, int, int]]:
+    """For a fast kernel's loop: runs ``(t0, t1, n)`` of steps ``t0 .. t1 − 1`` whose real rows are ``0 .. n − 1``.
 
-    Rows ``n_t .. B − 1`` of step ``t`` are padding, so the sequences must come longest first.
-    Without padding every step runs all ``B`` rows.
+    Rows ``n .. B − 1`` of those steps are padding (the sequences come longest first, so ``n``
+    only shrinks). A kernel takes views of its arrays' first ``n`` rows once per run, and the
+    steps inside index them by ``t`` alone. Without padding: one run of all ``T`` steps and ``B`` rows.
     """
     if pad is None:
-        return (B,) * T
+        return [(0, T, B)]
     if not pad.descending:
         raise ValueError(
             "fast kernels run the sequences of a padded batch longest first; sort the batch by length "
             "(Stack.run does), or use kernels='reference'"
         )
-    return pad.sizes
+    runs, t0 = [], 0
+    for t in range(1, T + 1):
+        if t == T or pad.sizes[t] != pad.sizes[t0]:
+            runs.append((t0, t, pad.sizes[t0]))
+            t0 = t
+    return runs
+
+
+def pass_through(d: np.ndarray, direct: np.ndarray, total: np.ndarray | None) -> None:
+    """Backward through padding steps, which copied the state: rows of ``d`` (∂J/∂state, (b, H)) take in
+    the steps' direct gradients ``direct`` ((k, b, H), last step last) and pass on; ``total`` ((k, b, H) or
+    ``None``) receives the running totals, ∂J/∂h at each of those steps."""
+    if total is not None:
+        np.cumsum(direct[::-1], axis=0, out=total[::-1])
+        total += d
+    d += direct.sum(axis=0)
 
 
 def flip(a: np.ndarray, pad: Padding | None) -> np.ndarray:

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..activations import Activation
 from ..inputs import input_grad, input_term, is_tokens, project
-from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, running, stacked_states, state_buffer
+from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, pass_through, segments, stacked_states, state_buffer
 
 __all__ = ["ELMAN_NOTATIONS", "ElmanCache", "ElmanLayer", "ElmanTokenKernel"]
 
@@ -181,17 +181,17 @@ class ElmanLayer(Layer):
         A = project(x, V, out=S[1:], bias=b)  # (T, B, H): V x_t + b_h for every t in one product
         WT = W.T
         H = A  # h_t overwrites a_t in place: a_t is not needed by backward
-        b_prev = -1
-        for t, bt in enumerate(running(pad, T, B)):  # step t runs rows 0 .. bt-1; the rest is padding
-            if bt != b_prev:  # the batch shrank (or the loop starts): views of the scratch rows
-                rec = np.empty((bt, h0.shape[1]), h0.dtype)
-                rm, hm = (None, None) if rmask is None else (rmask[:bt], np.empty_like(rec))
-                b_prev = bt
-            h, a = S[t, :bt], A[t, :bt]
-            a += np.dot(h if rm is None else np.multiply(h, rm, out=hm), WT, out=rec)  # the only product
-            f(a, out=a)
+        for t0, t1, bt in segments(pad, T, B):  # steps t0 .. t1-1 run rows 0 .. bt-1; the rest is padding
+            A_b, S_b = A[:, :bt], S[:, :bt]
+            rec = np.empty((bt, h0.shape[1]), h0.dtype)
+            rm, hm = (None, None) if rmask is None else (rmask[:bt], np.empty_like(rec))
+            h = S_b[t0]
+            for t in range(t0, t1):
+                a = A_b[t]
+                a += np.dot(h if rm is None else np.multiply(h, rm, out=hm), WT, out=rec)  # the only product
+                h = f(a, out=a)
             if bt < B:
-                H[t, bt:] = S[t, bt:]  # padding: the state stays
+                H[t0:t1, bt:] = S[t0, bt:]  # padding: the state stays
         cache = ElmanCache(x=x, h0=S[0], H=H, H_prev=S[:-1])
         freeze(S, cache.h0, H, cache.H_prev)  # the buffer too: no view of it can be made writeable again
         return H, (H[-1].copy(),), cache
@@ -209,25 +209,22 @@ class ElmanLayer(Layer):
         # two more NumPy calls per step instead. Small windows (where calls dominate) take the first.
         F = df(H) if H.size <= _WHOLE_WINDOW_DF else None
         dh_next = np.zeros((B, Hs), H.dtype) if dstate_T is None else dstate_T[0].copy()
-        sizes, b_prev = running(pad, T, B), -1
-        for t in range(T - 1, -1, -1):
-            bt = sizes[t]  # rows 0 .. bt-1 ran step t
-            if bt != b_prev:
-                f_t, dn = np.empty((bt, Hs), H.dtype), dh_next[:bt]
-                rm = None if rmask is None else rmask[:bt]
-                b_prev = bt
-            if bt < B:  # padding rows copied h_{t-1}: their gradient passes through, the step adds nothing
-                dh_next[bt:] += dA[t, bt:]
-                if DH is not None:
-                    DH[t, bt:] = dh_next[bt:]
-                dA[t, bt:] = 0.0
-            da = dA[t, :bt]
-            # total ∂J/∂h_t: direct term + everything from later steps (in place unless kept)
-            dh = np.add(da, dn, out=DH[t, :bt] if DH is not None else da)
-            np.multiply(dh, df(H[t, :bt], out=f_t) if F is None else F[t, :bt], out=da)  # through f_h
-            np.dot(da, W, out=dn)  # into h_{t-1}
-            if rm is not None:
-                dn *= rm  # … through the recurrent dropout mask
+        for t0, t1, bt in reversed(segments(pad, T, B)):  # steps t0 .. t1-1 ran rows 0 .. bt-1
+            if bt < B:  # padding rows copied h_{t-1}: their gradient passes through, the steps add nothing
+                pass_through(dh_next[bt:], dA[t0:t1, bt:], None if DH is None else DH[t0:t1, bt:])
+                dA[t0:t1, bt:] = 0.0
+            dA_b, H_b, dn = dA[:, :bt], H[:, :bt], dh_next[:bt]
+            DH_b, F_b = None if DH is None else DH[:, :bt], None if F is None else F[:, :bt]
+            f_t = np.empty((bt, Hs), H.dtype)
+            rm = None if rmask is None else rmask[:bt]
+            for t in range(t1 - 1, t0 - 1, -1):
+                da = dA_b[t]
+                # total ∂J/∂h_t: direct term + everything from later steps (in place unless kept)
+                dh = np.add(da, dn, out=DH_b[t] if DH_b is not None else da)
+                np.multiply(dh, df(H_b[t], out=f_t) if F_b is None else F_b[t], out=da)  # through f_h
+                np.dot(da, W, out=dn)  # into h_{t-1}
+                if rm is not None:
+                    dn *= rm  # … through the recurrent dropout mask
         return Adjoints(d_in=dA, d_rec=dA, dh=DH, dstate0=(dh_next,))
 
     def token_kernel(self, params, dtype):

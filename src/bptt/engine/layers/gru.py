@@ -43,7 +43,7 @@ import numpy as np
 
 from ..activations import sigmoid
 from ..inputs import input_grad, input_term, is_tokens, project
-from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, running, stacked_states, state_buffer
+from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, pass_through, segments, stacked_states, state_buffer
 
 __all__ = ["GRUCache", "GRULayer", "GRUStep", "GRUTokenKernel"]
 
@@ -200,35 +200,36 @@ class GRULayer(Layer):
         S = state_buffer(state0[0], T)  # h_0 .. h_T
         H = S[1:]
         Hn = np.empty((T, B, Hs), G.dtype)
-        b_prev = -1
-        for t, bt in enumerate(running(pad, T, B)):  # step t runs rows 0 .. bt-1; the rest is padding
-            if bt != b_prev:  # the batch shrank (or the loop starts): scratch rows for bt sequences
-                rec, tmp = np.empty((bt, 3 * Hs), G.dtype), np.empty((bt, Hs), G.dtype)
-                rm, hm = (None, None) if rmask is None else (rmask[:bt], np.empty_like(tmp))
-                b_prev = bt
-            h, z = S[t, :bt], G[t, :bt]
-            h_rec = h if rm is None else np.multiply(h, rm, out=hm)  # recurrent dropout
-            np.matmul(h_rec, WT, out=rec)  # [W_r h, W_u h, W_n h]: the only product in the loop
-            ru = z[:, : 2 * Hs]
-            ru += rec[:, : 2 * Hs]
-            np.tanh(ru, out=ru)
-            ru += 1.0
-            ru *= 0.5  # [r, u]
-            r, u, n = z[:, :Hs], z[:, Hs : 2 * Hs], z[:, 2 * Hs :]
-            hn = Hn[t, :bt]
-            if b_hn is None:
-                hn[...] = rec[:, 2 * Hs :]
-            else:
-                np.add(rec[:, 2 * Hs :], b_hn, out=hn)  # W_n h_{t-1} + b_hn
-            n += np.multiply(r, hn, out=tmp)
-            np.tanh(n, out=n)
-            np.subtract(1.0, u, out=tmp)
-            tmp *= n
-            h_t = np.multiply(u, h, out=H[t, :bt])
-            h_t += tmp  # h_t = (1 - u) n + u h_{t-1}
-            if bt < B:  # padding: the state stays, the step keeps nothing
-                H[t, bt:] = S[t, bt:]
-                G[t, bt:] = Hn[t, bt:] = 0.0
+        for t0, t1, bt in segments(pad, T, B):  # steps t0 .. t1-1 run rows 0 .. bt-1; the rest is padding
+            G_b, S_b, Hn_b = G[:, :bt], S[:, :bt], Hn[:, :bt]
+            rec, tmp = np.empty((bt, 3 * Hs), G.dtype), np.empty((bt, Hs), G.dtype)
+            rm, hm = (None, None) if rmask is None else (rmask[:bt], np.empty_like(tmp))
+            h = S_b[t0]
+            for t in range(t0, t1):
+                z = G_b[t]
+                h_rec = h if rm is None else np.multiply(h, rm, out=hm)  # recurrent dropout
+                np.matmul(h_rec, WT, out=rec)  # [W_r h, W_u h, W_n h]: the only product in the loop
+                ru = z[:, : 2 * Hs]
+                ru += rec[:, : 2 * Hs]
+                np.tanh(ru, out=ru)
+                ru += 1.0
+                ru *= 0.5  # [r, u]
+                r, u, n = z[:, :Hs], z[:, Hs : 2 * Hs], z[:, 2 * Hs :]
+                hn = Hn_b[t]
+                if b_hn is None:
+                    hn[...] = rec[:, 2 * Hs :]
+                else:
+                    np.add(rec[:, 2 * Hs :], b_hn, out=hn)  # W_n h_{t-1} + b_hn
+                n += np.multiply(r, hn, out=tmp)
+                np.tanh(n, out=n)
+                np.subtract(1.0, u, out=tmp)
+                tmp *= n
+                h_t = np.multiply(u, h, out=S_b[t + 1])
+                h_t += tmp  # h_t = (1 - u) n + u h_{t-1}
+                h = h_t
+            if bt < B:  # padding: the state stays, the steps keep nothing
+                H[t0:t1, bt:] = S[t0, bt:]
+                G[t0:t1, bt:] = Hn[t0:t1, bt:] = 0.0
         cache = GRUCache(x=x, h0=S[0], G=G, Hn=Hn, H=H, H_prev=S[:-1])
         freeze(G, Hn, S, H, cache.h0, cache.H_prev)  # the buffer too: no view can be made writeable again
         return H, (H[-1].copy(),), cache
@@ -264,31 +265,29 @@ class GRULayer(Layer):
         D_rec = np.empty((T, B, 3, Hs), G.dtype) if keep else None
         DH = np.empty((T, B, Hs), G.dtype) if keep else None  # total ∂J/∂h_t (dH is only read)
         dh_next = np.zeros((B, Hs), G.dtype) if dstate_T is None else dstate_T[0].copy()
-        sizes, b_prev = running(pad, T, B), -1
-        for t in range(T - 1, -1, -1):
-            bt = sizes[t]  # rows 0 .. bt-1 ran step t
-            if bt != b_prev:
-                dzh_t, dh_t = np.empty((bt, 3, Hs), G.dtype), np.empty((bt, Hs), G.dtype)
-                back, dhn = np.empty((bt, Hs), G.dtype), dh_next[:bt]
-                rm = None if rmask is None else rmask[:bt]
-                b_prev = bt
-            if bt < B:  # padding rows copied h_{t-1}: their gradient passes through, the step adds nothing
-                dh_next[bt:] += dH[t, bt:]
-                if DH is not None:
-                    DH[t, bt:] = dh_next[bt:]
-                    D_rec[t, bt:] = 0.0
-                Mx[t, bt:] = 0.0
-            dh = np.add(dH[t, :bt], dhn, out=dh_t if DH is None else DH[t, :bt])  # direct + from later steps
-            dzx = Mx[t, :bt]
-            dzx *= dh[:, None, :]  # ∂J/∂ of the input-side pre-activations of step t
-            dzh = dzh_t if D_rec is None else D_rec[t, :bt]
-            dzh[:, :2] = dzx[:, :2]
-            np.multiply(dzx[:, 2], R[t, :bt], out=dzh[:, 2])
-            np.matmul(dzh.reshape(bt, 3 * Hs), W, out=back)
-            if rm is not None:
-                back *= rm  # … through the recurrent dropout mask
-            np.multiply(dh, U[t, :bt], out=dhn)
-            dhn += back  # into h_{t-1}: directly and through W
+        for t0, t1, bt in reversed(segments(pad, T, B)):  # steps t0 .. t1-1 ran rows 0 .. bt-1
+            if bt < B:  # padding rows copied h_{t-1}: their gradient passes through, the steps add nothing
+                pass_through(dh_next[bt:], dH[t0:t1, bt:], None if DH is None else DH[t0:t1, bt:])
+                Mx[t0:t1, bt:] = 0.0
+                if D_rec is not None:
+                    D_rec[t0:t1, bt:] = 0.0
+            Mx_b, dH_b, R_b, U_b, dhn = Mx[:, :bt], dH[:, :bt], R[:, :bt], U[:, :bt], dh_next[:bt]
+            DH_b, D_rec_b = (None, None) if DH is None else (DH[:, :bt], D_rec[:, :bt])
+            dzh_t, dh_t = np.empty((bt, 3, Hs), G.dtype), np.empty((bt, Hs), G.dtype)
+            back = np.empty((bt, Hs), G.dtype)
+            rm = None if rmask is None else rmask[:bt]
+            for t in range(t1 - 1, t0 - 1, -1):
+                dh = np.add(dH_b[t], dhn, out=dh_t if DH_b is None else DH_b[t])  # direct + from later steps
+                dzx = Mx_b[t]
+                dzx *= dh[:, None, :]  # ∂J/∂ of the input-side pre-activations of step t
+                dzh = dzh_t if D_rec_b is None else D_rec_b[t]
+                dzh[:, :2] = dzx[:, :2]
+                np.multiply(dzx[:, 2], R_b[t], out=dzh[:, 2])
+                np.matmul(dzh.reshape(bt, 3 * Hs), W, out=back)
+                if rm is not None:
+                    back *= rm  # … through the recurrent dropout mask
+                np.multiply(dh, U_b[t], out=dhn)
+                dhn += back  # into h_{t-1}: directly and through W
         d_rec = None if D_rec is None else D_rec.reshape(T, B, 3 * Hs)
         return Adjoints(d_in=Mx.reshape(T, B, 3 * Hs), d_rec=d_rec, dh=DH if keep else None, dstate0=(dh_next,))
 

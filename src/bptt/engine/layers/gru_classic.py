@@ -62,8 +62,9 @@ from .base import (
     StepGrads,
     TokenKernel,
     freeze,
+    pass_through,
     recurrent_input,
-    running,
+    segments,
     stacked_states,
     state_buffer,
 )
@@ -202,30 +203,31 @@ class ClassicGRULayer(Layer):
         S = state_buffer(state0[0], T)  # h_0 .. h_T
         H = S[1:]
         Q = np.empty((T, B, Hs), G.dtype)
-        b_prev = -1
-        for t, bt in enumerate(running(pad, T, B)):  # step t runs rows 0 .. bt-1; the rest is padding
-            if bt != b_prev:  # the batch shrank (or the loop starts): scratch rows for bt sequences
-                rec, tmp = np.empty((bt, 2 * Hs), G.dtype), np.empty((bt, Hs), G.dtype)
-                rm, hm = (None, None) if rmask is None else (rmask[:bt], np.empty_like(tmp))
-                b_prev = bt
-            h, z = S[t, :bt], G[t, :bt]
-            h_rec = h if rm is None else np.multiply(h, rm, out=hm)  # recurrent dropout
-            ru = z[:, : 2 * Hs]
-            ru += np.matmul(h_rec, W_ruT, out=rec)  # ½ [W_r h̃, W_z h̃]: the first product
-            np.tanh(ru, out=ru)
-            ru += 1.0
-            ru *= 0.5  # [r, u]
-            r, u, n = z[:, :Hs], z[:, Hs : 2 * Hs], z[:, 2 * Hs :]
-            q = np.multiply(r, h_rec, out=Q[t, :bt])  # reset state r ⊙ h̃
-            n += np.matmul(q, W_nT, out=tmp)  # W_n q: the second product, after r
-            np.tanh(n, out=n)
-            np.subtract(1.0, u, out=tmp)
-            tmp *= n
-            h_t = np.multiply(u, h, out=H[t, :bt])
-            h_t += tmp  # h_t = (1 - u) n + u h_{t-1}
-            if bt < B:  # padding: the state stays, the step keeps nothing
-                H[t, bt:] = S[t, bt:]
-                G[t, bt:] = Q[t, bt:] = 0.0
+        for t0, t1, bt in segments(pad, T, B):  # steps t0 .. t1-1 run rows 0 .. bt-1; the rest is padding
+            G_b, S_b, Q_b = G[:, :bt], S[:, :bt], Q[:, :bt]
+            rec, tmp = np.empty((bt, 2 * Hs), G.dtype), np.empty((bt, Hs), G.dtype)
+            rm, hm = (None, None) if rmask is None else (rmask[:bt], np.empty_like(tmp))
+            h = S_b[t0]
+            for t in range(t0, t1):
+                z = G_b[t]
+                h_rec = h if rm is None else np.multiply(h, rm, out=hm)  # recurrent dropout
+                ru = z[:, : 2 * Hs]
+                ru += np.matmul(h_rec, W_ruT, out=rec)  # ½ [W_r h̃, W_z h̃]: the first product
+                np.tanh(ru, out=ru)
+                ru += 1.0
+                ru *= 0.5  # [r, u]
+                r, u, n = z[:, :Hs], z[:, Hs : 2 * Hs], z[:, 2 * Hs :]
+                q = np.multiply(r, h_rec, out=Q_b[t])  # reset state r ⊙ h̃
+                n += np.matmul(q, W_nT, out=tmp)  # W_n q: the second product, after r
+                np.tanh(n, out=n)
+                np.subtract(1.0, u, out=tmp)
+                tmp *= n
+                h_t = np.multiply(u, h, out=S_b[t + 1])
+                h_t += tmp  # h_t = (1 - u) n + u h_{t-1}
+                h = h_t
+            if bt < B:  # padding: the state stays, the steps keep nothing
+                H[t0:t1, bt:] = S[t0, bt:]
+                G[t0:t1, bt:] = Q[t0:t1, bt:] = 0.0
         cache = ClassicGRUCache(x=x, h0=S[0], G=G, Q=Q, H=H, H_prev=S[:-1])
         freeze(G, Q, S, H, cache.h0, cache.H_prev)  # the buffer too: no view can be made writeable again
         return H, (H[-1].copy(),), cache
@@ -256,30 +258,26 @@ class ClassicGRULayer(Layer):
         Mr *= Q  # r: (1 - r) ⊙ q = r(1 - r) ⊙ h̃, through q = r ⊙ h̃ and σ
         DH = np.empty((T, B, Hs), G.dtype) if keep else None  # total ∂J/∂h_t (dH is only read)
         dh_next = np.zeros((B, Hs), G.dtype) if dstate_T is None else dstate_T[0].copy()
-        sizes, b_prev = running(pad, T, B), -1
-        for t in range(T - 1, -1, -1):
-            bt = sizes[t]  # rows 0 .. bt-1 ran step t
-            if bt != b_prev:
-                dh_t, dq, back = (np.empty((bt, Hs), G.dtype) for _ in range(3))
-                dhn = dh_next[:bt]
-                rm = None if rmask is None else rmask[:bt]
-                b_prev = bt
-            if bt < B:  # padding rows copied h_{t-1}: their gradient passes through, the step adds nothing
-                dh_next[bt:] += dH[t, bt:]
-                if DH is not None:
-                    DH[t, bt:] = dh_next[bt:]
-                Mx[t, bt:] = 0.0
-            dh = np.add(dH[t, :bt], dhn, out=dh_t if DH is None else DH[t, :bt])  # direct + from later steps
-            dz = Mx[t, :bt]
-            dz[:, 1:] *= dh[:, None, :]  # u and n, through h_t
-            np.matmul(dz[:, 2], W_n, out=dq)  # ∂J/∂q, through W_n q
-            dz[:, 0] *= dq  # r, through q = r ⊙ h̃
-            np.matmul(dz[:, :2].reshape(bt, 2 * Hs), W_ru, out=back)  # into h̃ through W_r h̃ and W_z h̃ ...
-            back += np.multiply(dq, R[t, :bt], out=dq)  # ... and through q = r ⊙ h̃
-            if rm is not None:
-                back *= rm  # … through the recurrent dropout mask
-            np.multiply(dh, U[t, :bt], out=dhn)
-            dhn += back  # into h_{t-1}: directly and through h̃
+        for t0, t1, bt in reversed(segments(pad, T, B)):  # steps t0 .. t1-1 ran rows 0 .. bt-1
+            if bt < B:  # padding rows copied h_{t-1}: their gradient passes through, the steps add nothing
+                pass_through(dh_next[bt:], dH[t0:t1, bt:], None if DH is None else DH[t0:t1, bt:])
+                Mx[t0:t1, bt:] = 0.0
+            Mx_b, dH_b, R_b, U_b, dhn = Mx[:, :bt], dH[:, :bt], R[:, :bt], U[:, :bt], dh_next[:bt]
+            DH_b = None if DH is None else DH[:, :bt]
+            dh_t, dq, back = (np.empty((bt, Hs), G.dtype) for _ in range(3))
+            rm = None if rmask is None else rmask[:bt]
+            for t in range(t1 - 1, t0 - 1, -1):
+                dh = np.add(dH_b[t], dhn, out=dh_t if DH_b is None else DH_b[t])  # direct + from later steps
+                dz = Mx_b[t]
+                dz[:, 1:] *= dh[:, None, :]  # u and n, through h_t
+                np.matmul(dz[:, 2], W_n, out=dq)  # ∂J/∂q, through W_n q
+                dz[:, 0] *= dq  # r, through q = r ⊙ h̃
+                np.matmul(dz[:, :2].reshape(bt, 2 * Hs), W_ru, out=back)  # into h̃ through W_r h̃ and W_z h̃ ...
+                back += np.multiply(dq, R_b[t], out=dq)  # ... and through q = r ⊙ h̃
+                if rm is not None:
+                    back *= rm  # … through the recurrent dropout mask
+                np.multiply(dh, U_b[t], out=dhn)
+                dhn += back  # into h_{t-1}: directly and through h̃
         d_in = Mx.reshape(T, B, 3 * Hs)
         return Adjoints(d_in=d_in, d_rec=d_in, dh=DH, dstate0=(dh_next,))
 

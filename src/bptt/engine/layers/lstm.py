@@ -39,7 +39,7 @@ import numpy as np
 
 from ..activations import sigmoid
 from ..inputs import input_grad, input_term, is_tokens, project
-from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, running, stacked_states, state_buffer
+from .base import Adjoints, Layer, StepGrads, TokenKernel, freeze, pass_through, segments, stacked_states, state_buffer
 
 __all__ = ["LSTMCache", "LSTMLayer", "LSTMStep", "LSTMTokenKernel"]
 
@@ -204,26 +204,25 @@ class LSTMLayer(Layer):
         S, Cs = state_buffer(h, T), state_buffer(c, T)  # h_0 .. h_T and c_0 .. c_T
         H, C = S[1:], Cs[1:]
         tanhC = np.empty_like(C)
-        b_prev = -1
-        for t, bt in enumerate(running(pad, T, B)):  # step t runs rows 0 .. bt-1; the rest is padding
-            if bt != b_prev:  # the batch shrank (or the loop starts): scratch rows for bt sequences
-                rec, ig = np.empty((bt, 4 * Hs), G.dtype), np.empty((bt, Hs), G.dtype)
-                rm, hm = (None, None) if rmask is None else (rmask[:bt], np.empty_like(ig))
-                b_prev = bt
-            h = S[t, :bt]
-            z = G[t, :bt]
-            z += np.matmul(h if rm is None else np.multiply(h, rm, out=hm), WT, out=rec)  # the only product
-            np.tanh(z, out=z)
-            z *= scale
-            z += shift  # [i, f, g, o] gate activations
-            i, f, g, o = z[:, :Hs], z[:, Hs : 2 * Hs], z[:, 2 * Hs : 3 * Hs], z[:, 3 * Hs :]
-            c = np.multiply(f, Cs[t, :bt], out=C[t, :bt])
-            c += np.multiply(i, g, out=ig)
-            np.tanh(c, out=tanhC[t, :bt])
-            np.multiply(o, tanhC[t, :bt], out=H[t, :bt])
-            if bt < B:  # padding: the state stays, the step keeps nothing
-                H[t, bt:], C[t, bt:] = S[t, bt:], Cs[t, bt:]
-                G[t, bt:] = tanhC[t, bt:] = 0.0
+        for t0, t1, bt in segments(pad, T, B):  # steps t0 .. t1-1 run rows 0 .. bt-1; the rest is padding
+            G_b, S_b, Cs_b, tanhC_b = G[:, :bt], S[:, :bt], Cs[:, :bt], tanhC[:, :bt]
+            rec, ig = np.empty((bt, 4 * Hs), G.dtype), np.empty((bt, Hs), G.dtype)
+            rm, hm = (None, None) if rmask is None else (rmask[:bt], np.empty_like(ig))
+            h, c = S_b[t0], Cs_b[t0]
+            for t in range(t0, t1):
+                z = G_b[t]
+                z += np.matmul(h if rm is None else np.multiply(h, rm, out=hm), WT, out=rec)  # the only product
+                np.tanh(z, out=z)
+                z *= scale
+                z += shift  # [i, f, g, o] gate activations
+                i, f, g, o = z[:, :Hs], z[:, Hs : 2 * Hs], z[:, 2 * Hs : 3 * Hs], z[:, 3 * Hs :]
+                c = np.multiply(f, c, out=Cs_b[t + 1])  # c_t = f ⊙ c_{t-1} + i ⊙ g
+                c += np.multiply(i, g, out=ig)
+                tc = np.tanh(c, out=tanhC_b[t])
+                h = np.multiply(o, tc, out=S_b[t + 1])  # h_t = o ⊙ tanh(c_t)
+            if bt < B:  # padding: the state stays, the steps keep nothing
+                H[t0:t1, bt:], C[t0:t1, bt:] = S[t0, bt:], Cs[t0, bt:]
+                G[t0:t1, bt:] = tanhC[t0:t1, bt:] = 0.0
         cache = LSTMCache(x=x, h0=S[0], c0=Cs[0], G=G, C=C, tanhC=tanhC, H=H, H_prev=S[:-1], C_prev=Cs[:-1])
         freeze(G, tanhC, S, Cs, cache.h0, cache.c0, C, H, cache.H_prev, cache.C_prev)  # buffers too
         return H, (H[-1].copy(), C[-1].copy()), cache
@@ -257,29 +256,26 @@ class LSTMLayer(Layer):
             dh_next, dc_next = dstate_T[0].copy(), dstate_T[1].copy()
         # Total ∂J/∂h_t for every step only when kept; otherwise one step at a time (dH is only read).
         DH = np.empty((T, B, Hs), G.dtype) if keep else None
-        sizes, b_prev = running(pad, T, B), -1
-        for t in range(T - 1, -1, -1):
-            bt = sizes[t]  # rows 0 .. bt-1 ran step t
-            if bt != b_prev:
-                dh_t, dc = np.empty((bt, Hs), G.dtype), np.empty((bt, Hs), G.dtype)
-                dhn, dcn = dh_next[:bt], dc_next[:bt]
-                rm = None if rmask is None else rmask[:bt]
-                b_prev = bt
+        for t0, t1, bt in reversed(segments(pad, T, B)):  # steps t0 .. t1-1 ran rows 0 .. bt-1
             if bt < B:  # padding rows copied (h, c) from step t - 1: their gradients pass through
-                dh_next[bt:] += dH[t, bt:]
-                if DH is not None:
-                    DH[t, bt:] = dh_next[bt:]
-                M[t, bt:] = 0.0  # the step did not happen
-            dh = np.add(dH[t, :bt], dhn, out=dh_t if DH is None else DH[t, :bt])  # direct + from later steps
-            np.multiply(dh, dh_dc[t, :bt], out=dc)  # through h_t = o ⊙ tanh(c_t) ...
-            dc += dcn  # ... plus c_t's path into c_{t+1}
-            dz = M[t, :bt]
-            dz[:, :3] *= dc[:, None, :]  # i, f, g gates, through c_t
-            dz[:, 3] *= dh  # o gate, through h_t
-            np.multiply(dc, F[t, :bt], out=dcn)  # into c_{t-1}
-            np.matmul(dz.reshape(bt, 4 * Hs), W, out=dhn)  # into h_{t-1}
-            if rm is not None:
-                dhn *= rm  # … through the recurrent dropout mask
+                pass_through(dh_next[bt:], dH[t0:t1, bt:], None if DH is None else DH[t0:t1, bt:])
+                M[t0:t1, bt:] = 0.0  # the steps did not happen
+            M_b, dH_b, dh_dc_b, F_b = M[:, :bt], dH[:, :bt], dh_dc[:, :bt], F[:, :bt]
+            DH_b = None if DH is None else DH[:, :bt]
+            dhn, dcn = dh_next[:bt], dc_next[:bt]
+            dh_t, dc = np.empty((bt, Hs), G.dtype), np.empty((bt, Hs), G.dtype)
+            rm = None if rmask is None else rmask[:bt]
+            for t in range(t1 - 1, t0 - 1, -1):
+                dh = np.add(dH_b[t], dhn, out=dh_t if DH_b is None else DH_b[t])  # direct + from later steps
+                np.multiply(dh, dh_dc_b[t], out=dc)  # through h_t = o ⊙ tanh(c_t) ...
+                dc += dcn  # ... plus c_t's path into c_{t+1}
+                dz = M_b[t]
+                dz[:, :3] *= dc[:, None, :]  # i, f, g gates, through c_t
+                dz[:, 3] *= dh  # o gate, through h_t
+                np.multiply(dc, F_b[t], out=dcn)  # into c_{t-1}
+                np.matmul(dz.reshape(bt, 4 * Hs), W, out=dhn)  # into h_{t-1}
+                if rm is not None:
+                    dhn *= rm  # … through the recurrent dropout mask
         dZ = M.reshape(T, B, 4 * Hs)
         return Adjoints(d_in=dZ, d_rec=dZ, dh=DH if keep else None, dstate0=(dh_next, dc_next))
 
