@@ -196,3 +196,63 @@ def test_export_onnx_runs_in_onnxruntime(tmp_path, capsys):
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     y = session.run(["y"], {"x": x.astype(np.int64), "sequence_lens": lengths.astype(np.int32)})[0]
     np.testing.assert_allclose(y, m.forward(x, lengths=lengths).outputs, rtol=1e-5, atol=1e-5)
+
+
+def test_import_tells_the_readout_from_an_embedding_of_the_same_width(tmp_path, capsys):
+    """embedding_dim == hidden_size (PyTorch's word_language_model, weight tying): the readout is the
+    weight with a bias beside it; without one, --readout names it."""
+    torch.manual_seed(0)
+    emb, rnn, head = torch.nn.Embedding(V, H), torch.nn.LSTM(H, H), torch.nn.Linear(H, V)
+    state = {"emb.weight": emb.weight, **{f"rnn.{k}": v for k, v in rnn.state_dict().items()}}
+    path = _bad_state(tmp_path, "tied.safetensors", {**state, "head.weight": head.weight, "head.bias": head.bias})
+    assert _run(capsys, "import", path, "-o", tmp_path / "a.safetensors")[0] == 0
+    m = load_checkpoint(tmp_path / "a.safetensors").model
+    assert m.embedding_size == H and np.array_equal(m.params["U"], head.weight.detach().numpy())
+    no_bias = _bad_state(tmp_path, "nobias.safetensors", {**state, "head.weight": head.weight})
+    code, _, err = _run(capsys, "import", no_bias, "-o", tmp_path / "b.safetensors")
+    assert code == 2 and "several weights could be the readout" in err and "--readout KEY" in err
+    flags = ["--readout", "head.weight", "--embedding", "emb.weight"]
+    assert _run(capsys, "import", no_bias, *flags, "-o", tmp_path / "b.safetensors")[0] == 0
+    code, _, err = _run(capsys, "import", no_bias, "--readout", "nope.weight", "-o", tmp_path / "c.safetensors")
+    assert code == 2 and "--readout nope.weight must be a 2-D weight of 6 columns, got no such key" in err
+
+
+def test_import_refuses_malformed_recurrent_weights_and_hostile_json_in_one_line(tmp_path, capsys):
+    torch.manual_seed(0)
+    good = Container("gru", layers=1).state_dict()
+    bad = {
+        "missing": {k: v for k, v in good.items() if k != "encoder.weight_hh_l0"},
+        "1-D": {**good, "encoder.weight_hh_l0": torch.zeros(3 * H)},
+        "empty": {**good, "encoder.weight_hh_l0": torch.zeros(0, 0)},
+        "1-D ih": {**good, "encoder.weight_ih_l0": torch.zeros(3 * H)},
+    }
+    for what, state in bad.items():
+        code, _, err = _run(capsys, "import", _bad_state(tmp_path, "x.safetensors", state), "-o", tmp_path / "o")
+        assert code == 2 and "must be a non-empty matrix" in err and err.count("\n") == 1, (what, err)
+    ok = _bad_state(tmp_path, "ok.safetensors", good)
+    nested = tmp_path / "nested.json"
+    nested.write_text("[" * 100_000)
+    code, _, err = _run(capsys, "import", ok, "--vocab", nested, "-o", tmp_path / "o.safetensors")
+    assert code == 2 and "nested" in err and err.count("\n") == 1
+    _, ckpt = _lm_checkpoint(tmp_path, "gru")
+    exported = tmp_path / "exported.safetensors"
+    assert _run(capsys, "export", ckpt, "--format", "torch", "-o", exported)[0] == 0
+    arrays = safetensors.torch.load_file(exported)
+    with open(exported, "rb") as f:
+        meta = json.loads(f.read(int.from_bytes(f.read(8), "little")))["__metadata__"]
+    safetensors.torch.save_file(arrays, exported, metadata={**meta, "vocab": "[" * 100_000})
+    code, _, err = _run(capsys, "import", exported, "-o", tmp_path / "o.safetensors")
+    assert code == 2 and "its vocabulary is unreadable" in err and err.count("\n") == 1
+
+
+def test_export_then_import_keeps_the_nonlinearity_and_output(tmp_path, capsys):
+    m = bptt.Elman(V, H, V, activation="relu", output="identity", num_layers=2, seed=0)
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, Checkpoint(model=m))
+    exported, back = tmp_path / "t.safetensors", tmp_path / "back.safetensors"
+    assert _run(capsys, "export", path, "--format", "torch", "-o", exported)[0] == 0
+    assert _run(capsys, "import", exported, "-o", back)[0] == 0
+    loaded = load_checkpoint(back).model
+    assert loaded.config() == m.config()
+    code, _, err = _run(capsys, "import", exported, "--output", "softmax", "-o", tmp_path / "x.safetensors")
+    assert code == 2 and "--output softmax contradicts the file's own output identity" in err

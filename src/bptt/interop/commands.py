@@ -29,6 +29,7 @@ import numpy as np
 
 from ..files.atomic import write_atomic
 from ..files.checkpoint import Checkpoint, save_checkpoint
+from ..files.untrusted import elide, parse_json
 from ..text.vocab import Vocabulary
 from .pytorch import TorchSpec, from_torch_state, torch_state
 
@@ -59,10 +60,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.add_argument(
         "--bidirectional", action="store_true", default=None, help="a bidirectional module (default: from the file)"
     )
-    i.add_argument("--nonlinearity", choices=("tanh", "relu"), default="tanh", help="nn.RNN's nonlinearity")
     i.add_argument(
-        "--output", choices=("softmax", "sigmoid", "identity"), default="softmax", help="f_y after the readout"
+        "--nonlinearity",
+        choices=("tanh", "relu"),
+        help="nn.RNN's nonlinearity (default: from a bptt export's metadata, else tanh)",
     )
+    i.add_argument(
+        "--output",
+        choices=("softmax", "sigmoid", "identity"),
+        help="f_y after the readout (default: from a bptt export's metadata, else softmax)",
+    )
+    i.add_argument("--readout", metavar="KEY", help="the nn.Linear's weight key (default: found by shape and bias)")
+    i.add_argument("--embedding", metavar="KEY", help="the nn.Embedding's weight key (default: found by shape)")
     i.add_argument(
         "--vocab",
         metavar="FILE",
@@ -97,11 +106,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     if path.suffix.lower() in (".pt", ".pth", ".bin", ".pkl"):
         raise ValueError(PICKLE_HINT.format(path=path, stem=path.with_suffix("")))
     state, metadata = _read_state(path)
+    _from_metadata(args, metadata, path)
     spec, arrays = infer_spec(state, args, str(path))
     model = from_torch_state(spec, arrays, args.output)
-    vocab = _read_vocab(Path(args.vocab), model.input_size) if args.vocab else _metadata_vocab(metadata, path)
+    vocab = _read_vocab(Path(args.vocab)) if args.vocab else _metadata_vocab(metadata, path)
     if vocab is not None and len(vocab) != model.input_size:
-        raise ValueError(f"vocabulary has {len(vocab)} tokens, the model reads {model.input_size}")
+        source = args.vocab or f"{path}'s metadata"
+        raise ValueError(
+            f"{source}: the vocabulary has {len(vocab)} tokens, the model in {path} reads {model.input_size}"
+        )
     save_checkpoint(args.out, Checkpoint(model=model, vocab=vocab))
     print(args.out)
     return 0
@@ -121,8 +134,13 @@ def infer_spec(state: dict[str, np.ndarray], args: argparse.Namespace, where: st
     own = {k[len(rnn) :]: v for k, v in state.items() if k.startswith(rnn) and _RNN_KEY.fullmatch(k[len(rnn) :])}
     if any(k.startswith("weight_hr_") for k in own):
         raise ValueError(f"{where}: {rnn}weight_hr_l0 is an LSTM projection (proj_size > 0), which bptt does not have")
-    rows, D = state[heads[0]].shape
-    H = args.hidden_size or state[f"{rnn}weight_hh_l0"].shape[1]
+    for name in ("weight_ih_l0", "weight_hh_l0"):
+        a = own.get(name)
+        if a is None or a.ndim != 2 or 0 in a.shape:
+            got = "missing" if a is None else f"shape {a.shape}"
+            raise ValueError(f"{where}: {rnn}{name} must be a non-empty matrix, got {got}")
+    rows, D = own["weight_ih_l0"].shape
+    H = args.hidden_size or own["weight_hh_l0"].shape[1]
     cell = CELLS[args.cell] if args.cell else {1: "elman", 3: "gru", 4: "lstm"}.get(rows // H if rows % H == 0 else 0)
     if cell is None:
         raise ValueError(f"{where}: {heads[0]} has {rows} rows, not 1, 3 or 4 times hidden size {H}")
@@ -130,9 +148,9 @@ def infer_spec(state: dict[str, np.ndarray], args: argparse.Namespace, where: st
     bidirectional = args.bidirectional if args.bidirectional is not None else any("_reverse" in k for k in own)
     others = {k: v for k, v in state.items() if not (k.startswith(rnn) and k[len(rnn) :] in own)}
     width = H * (2 if bidirectional else 1)
-    linear = _one(others, lambda v: v.ndim == 2 and v.shape[1] == width, "readout (nn.Linear) weight", width, where)
-    embedding = _one(
-        {k: v for k, v in others.items() if k != linear}, lambda v: v.ndim == 2 and v.shape[1] == D, None, D, where
+    linear = _pick(others, args.readout, width, "readout (nn.Linear) weight", "--readout", where, prefer_bias=True)
+    embedding = _pick(
+        {k: v for k, v in others.items() if k != linear}, args.embedding, D, None, "--embedding", where, False
     )
     arrays = {f"rnn.{k}": v for k, v in own.items()}
     arrays["linear.weight"] = state[linear]
@@ -171,15 +189,48 @@ def infer_spec(state: dict[str, np.ndarray], args: argparse.Namespace, where: st
 _RNN_KEY = re.compile(r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l\d+(_reverse)?")
 
 
-def _one(candidates: dict, fits, what: str | None, size: int, where: str) -> str | None:
-    """The one key of ``candidates`` whose array ``fits`` (``None`` if optional and absent)."""
-    keys = [k for k, v in candidates.items() if k.endswith("weight") and fits(v)]
+def _pick(candidates: dict, given: str | None, size: int, what: str | None, flag: str, where: str, prefer_bias: bool):
+    """The key of the weight that reads ``size`` features: ``given``, or the one 2-D ``*weight`` of
+    ``candidates`` with ``size`` columns (the readout: preferring one with a bias beside it, which an
+    embedding never has). ``None`` when optional (``what`` is ``None``) and absent."""
+    what_ = what or "embedding (nn.Embedding) weight"
+    if given is not None:
+        a = candidates.get(given)
+        if a is None or a.ndim != 2 or a.shape[1] != size:
+            got = "no such key" if a is None else f"shape {a.shape}"
+            raise ValueError(f"{where}: {flag} {given} must be a 2-D weight of {size} columns, got {got}")
+        return given
+    keys = [k for k, v in candidates.items() if k.endswith("weight") and v.ndim == 2 and v.shape[1] == size]
+    if len(keys) > 1 and prefer_bias:
+        with_bias = [k for k in keys if k[: -len("weight")] + "bias" in candidates]
+        keys = with_bias if len(with_bias) == 1 else keys
     if len(keys) > 1:
-        raise ValueError(f"{where}: several weights could be the {what or 'embedding'}: {keys}")
+        raise ValueError(f"{where}: several weights could be the {what_}: {keys}; name it with {flag} KEY")
     if not keys and what is not None:
         shapes = {k: tuple(v.shape) for k, v in candidates.items()}
-        raise ValueError(f"{where}: no {what} of shape (O, {size}) reads the recurrent module's output; found {shapes}")
+        raise ValueError(
+            f"{where}: no {what} of shape (O, {size}) reads the recurrent module's output; found {elide(str(shapes))}"
+        )
     return keys[0] if keys else None
+
+
+def _from_metadata(args: argparse.Namespace, metadata: dict[str, str], path: Path) -> None:
+    """Fill ``--output`` and ``--nonlinearity`` from a file ``bptt export`` wrote (refusing flags that
+    contradict it), else with PyTorch's defaults (softmax after the readout, tanh)."""
+    recorded: dict[str, str] = {}
+    if metadata.get("format") == FORMAT:
+        try:
+            modules = parse_json(metadata.get("modules", "{}"))
+            rnn = next(iter(modules["rnn"].values()))
+            recorded["nonlinearity"] = rnn.get("nonlinearity", "tanh")
+            recorded["output"] = metadata["output"]
+        except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
+            raise ValueError(f"{path}: its bptt metadata is unreadable") from None
+    for name, default in (("nonlinearity", "tanh"), ("output", "softmax")):
+        given, kept = getattr(args, name), recorded.get(name)
+        if given is not None and kept is not None and given != kept:
+            raise ValueError(f"{path}: --{name} {given} contradicts the file's own {name} {elide(kept)}")
+        setattr(args, name, given or kept or default)
 
 
 def _describe_flags(spec: TorchSpec) -> str:
@@ -198,24 +249,24 @@ def _read_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except Exception as exc:  # safetensors' errors carry no file name
-        raise ValueError(f"{path}: not a safetensors state dict ({str(exc)[:200]})") from None
+        raise ValueError(f"{path}: not a safetensors state dict ({elide(str(exc))})") from None
     bad = sorted(k for k, v in state.items() if v.dtype not in (np.float32, np.float64))
     if bad:
         raise ValueError(f"{path}: bptt reads float32 or float64 parameters; {bad[0]} is {state[bad[0]].dtype}")
     return state, metadata
 
 
-def _read_vocab(path: Path, size: int) -> Vocabulary:
+def _read_vocab(path: Path) -> Vocabulary:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read the vocabulary ({str(exc)[:200]})") from None
+        raise ValueError(f"{path}: cannot read the vocabulary ({elide(str(exc))})") from None
     if isinstance(data, list):
         data = {"level": "char" if all(isinstance(t, str) and len(t) == 1 for t in data) else "word", "tokens": data}
     try:
         return Vocabulary.from_json(data)
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        raise ValueError(f"{path}: {elide(str(exc))}") from None
 
 
 def _metadata_vocab(metadata: dict[str, str], path: Path) -> Vocabulary | None:
@@ -223,9 +274,9 @@ def _metadata_vocab(metadata: dict[str, str], path: Path) -> Vocabulary | None:
     if metadata.get("format") != FORMAT or "vocab" not in metadata:
         return None
     try:
-        return Vocabulary.from_json(json.loads(metadata["vocab"]))
+        return Vocabulary.from_json(parse_json(metadata["vocab"]))
     except ValueError as exc:
-        raise ValueError(f"{path}: its vocabulary is unreadable ({str(exc)[:200]})") from None
+        raise ValueError(f"{path}: its vocabulary is unreadable ({elide(str(exc))})") from None
 
 
 def _modules(spec: TorchSpec) -> dict:
