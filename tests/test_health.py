@@ -122,3 +122,22 @@ def test_cli_cell_choices_are_the_model_table(capsys):
     assert "invalid choice: 'transformer'" in err
     offered = err.split("choose from", 1)[1]
     assert [offered.index(k) for k in MODELS] == sorted(offered.index(k) for k in MODELS)  # all, in table order
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
+def test_saturation_leaves_padding_out(cell):
+    """A padding step is no step: NaN in saturation, and layer_health averages the real steps only
+    (the caches hold 0 there, which σ gates would count as saturated)."""
+    from bptt.diagnostics.health import layer_health, saturation
+
+    m = {"lstm": bptt.LSTM, "gru": bptt.GRU, "elman": bptt.Elman}[cell](3, 4, 2, num_layers=2, seed=0)
+    x = 3.0 * np.random.default_rng(0).standard_normal((6, 3, 3))
+    lengths = np.array([2, 6, 4])
+    sat = saturation(m, m.forward(x, lengths=lengths))
+    alone = saturation(m, m.forward(x[:2, :1]))
+    assert np.isnan(sat[2:]).all() and np.array_equal(sat[:2], alone)
+    got = layer_health(m, m.forward(x, lengths=lengths))
+    pieces = [saturation(m, m.forward(x[: lengths[b], b : b + 1])) for b in range(3)]
+    want = np.concatenate(pieces).mean(axis=0)  # every real step of every sequence, weighted alike
+    for k in range(2):
+        assert got[f"saturation/layer{k}"] == pytest.approx(want[k], abs=1e-12)

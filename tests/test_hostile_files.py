@@ -518,3 +518,19 @@ def test_report_skips_a_deeply_nested_metrics_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "val_loss": 2.0}\n' + "[" * 100_000 + "\n" + '{"step": 2}\n')
     assert [r["step"] for r in report._rows(path)] == [1, 2]  # the hostile line is skipped, not a RecursionError
+
+
+def test_messages_stay_short_whatever_the_vocabulary_holds(tmp_path, capsys):
+    from bptt.files.checkpoint import Checkpoint, save_checkpoint
+    from bptt.text.sampling import default_prime
+    from bptt.text.vocab import Vocabulary
+
+    vocab = Vocabulary(("x" * 1_000_000, "yy"), "char")
+    with pytest.raises(ValueError, match="pass a prime") as info:
+        default_prime(vocab)
+    assert len(str(info.value)) < 400
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, Checkpoint(model=bptt.GRU(2, 3, 2, seed=0), vocab=vocab))
+    assert main(["sample", str(path), "-n", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 700

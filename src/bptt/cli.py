@@ -32,6 +32,7 @@ from .cli_parser import parser as _parser
 from .diagnostics.plots import PlotError, require_matplotlib
 from .engine.models import MODELS
 from .files.checkpoint import CheckpointError, load_checkpoint
+from .files.untrusted import MAX_MESSAGE, elide
 from .interop.commands import COMMANDS as INTEROP_COMMANDS
 from .text.corpus import CorpusError
 from .text.sampling import default_prime, sample_text
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (UsageError, CorpusError, CheckpointError, TrainingError, PlotError, ValueError, TypeError, OSError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"bptt: error: {message}", file=sys.stderr)
+        print(f"bptt: error: {elide(message, 2 * MAX_MESSAGE)}", file=sys.stderr)  # a backstop: one short line
         return 2
     except MemoryError:
         print(

@@ -145,7 +145,8 @@ def saturation(model: RNN, fwd: Forward) -> np.ndarray:
     -------
     ndarray, (T, L) float64
         Row ``t``, column ``k``: the fraction in ``[0, 1]`` of layer ``k``'s units
-        saturated at step ``t``.
+        saturated at step ``t``; NaN at the sequence's padding steps (with ``lengths``), which are
+        no steps at all.
     """
     T = fwd.logits.shape[0]
     b = 0 if fwd.rows is None else int(np.flatnonzero(fwd.rows == 0)[0])  # the caches' row of sequence 0
@@ -169,11 +170,15 @@ def saturation(model: RNN, fwd: Forward) -> np.ndarray:
             sat = (G < lo) | (G > hi)
             sat[:, tanh_gate] = np.abs(G[:, tanh_gate]) > SATURATION
         out[:, k] = sat.reshape(T, -1).mean(axis=1)
+    pad = fwd.layer_padding  # rows as the layers ran them; a reverse layer's real steps also come first
+    if pad is not None:
+        out[~pad.valid[:, b]] = np.nan
     return out
 
 
 def steps_as_one_sequence(fwd: Forward) -> Forward:
-    """``fwd`` with its ``(T, B, ·)`` caches viewed as one sequence of ``T·B`` steps (no copy).
+    """``fwd`` with its ``(T, B, ·)`` caches viewed as one sequence of ``T·B`` steps (no copy; with
+    ``lengths``, a copy of the real steps only).
 
     :func:`saturation` reads the first sequence of a batch; saturation is a per-unit,
     per-step property, so laying the ``B`` streams end to end lets it average over all
@@ -181,13 +186,15 @@ def steps_as_one_sequence(fwd: Forward) -> Forward:
     (to ``(T·B, 1, ·)``): the result is for reading, not for a backward pass.
     """
     T, B = fwd.logits.shape[:2]
+    real = None if fwd.lengths is None else fwd.layer_padding.valid  # (T, B): padding steps are left out
 
-    def flat(a: np.ndarray) -> np.ndarray:
-        return a.reshape(T * B, 1, *a.shape[2:])
+    def flat(a: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        return a.reshape(T * B, 1, *a.shape[2:]) if rows is None else a[rows][:, None]
 
     names = ("H", "H_prev", "G")
-    caches = tuple(replace(c, **{n: flat(getattr(c, n)) for n in names if hasattr(c, n)}) for c in fwd.caches)
-    return replace(fwd, logits=flat(fwd.logits), caches=caches, rows=None)
+    caches = tuple(replace(c, **{n: flat(getattr(c, n), real) for n in names if hasattr(c, n)}) for c in fwd.caches)
+    logits = flat(fwd.logits, None if real is None else fwd.padding.valid)  # only its length is read
+    return replace(fwd, logits=logits, caches=caches, rows=None, lengths=None)
 
 
 def layer_health(model: RNN, fwd: Forward | None = None) -> dict[str, float]:

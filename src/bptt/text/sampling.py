@@ -25,6 +25,7 @@ import numpy as np
 from .. import _checks
 from ..engine.network import RNN
 from ..engine.stepper import Stepper
+from ..files.untrusted import elide
 from .vocab import UNK, Vocabulary
 
 __all__ = ["default_prime", "next_token", "sample_text"]
@@ -44,7 +45,7 @@ def default_prime(vocab: Vocabulary) -> str:
     for candidate in ("\n", " ", *vocab.tokens):
         if candidate and candidate != UNK and not vocab.unknown(candidate):  # every unit in the vocabulary
             return candidate
-    shown = ", ".join(repr(t) for t in vocab.tokens[:5]) + (" …" if len(vocab) > 5 else "")
+    shown = elide(", ".join(repr(t) for t in vocab.tokens[:5]) + (" …" if len(vocab) > 5 else ""), 120)
     raise ValueError(
         f"default_prime: none of the {len(vocab)} tokens of this {vocab.level} vocabulary ({shown}) can start a "
         "sample on its own; pass a prime (bptt sample --prime TEXT)"
