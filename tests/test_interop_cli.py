@@ -123,7 +123,7 @@ def test_import_infers_what_the_flags_leave_out_and_checks_what_they_say(tmp_pat
         f"--cell lstm --layers 2 --hidden-size {H} --bidirectional"
     )
     code, _, err = _run(capsys, "import", state_file, "--layers", 3, "-o", tmp_path / "x.safetensors")
-    assert code == 2 and "missing ['rnn.bias_hh_l2'" in err and err.count("\n") == 1
+    assert code == 2 and "missing encoder.weight_ih_l2, encoder.weight_hh_l2 and 6 more" in err and err.count("\n") == 1
 
 
 def _bad_state(tmp_path, name, state):
@@ -256,3 +256,13 @@ def test_export_then_import_keeps_the_nonlinearity_and_output(tmp_path, capsys):
     assert loaded.config() == m.config()
     code, _, err = _run(capsys, "import", exported, "--output", "softmax", "-o", tmp_path / "x.safetensors")
     assert code == 2 and "--output softmax contradicts the file's own output identity" in err
+
+
+def test_import_flags_that_do_not_fit_name_the_recurrent_key(tmp_path, capsys):
+    torch.manual_seed(0)
+    path = _bad_state(tmp_path, "u.safetensors", Container("lstm", layers=1).state_dict())
+    code, _, err = _run(capsys, "import", path, "--cell", "lstm", "--hidden-size", 5, "-o", tmp_path / "o.safetensors")
+    assert code == 2 and f"encoder.weight_ih_l0 has shape (24, {E}), expected (20, {E})" in err
+    code, _, err = _run(capsys, "import", path, "--bidirectional", "-o", tmp_path / "o.safetensors")
+    assert code == 2 and "encoder.* does not fit --cell lstm --layers 1 --hidden-size 6 --bidirectional" in err
+    assert "missing encoder.weight_ih_l0_reverse, encoder.weight_hh_l0_reverse and 2 more" in err

@@ -147,6 +147,23 @@ def infer_spec(state: dict[str, np.ndarray], args: argparse.Namespace, where: st
     layers = args.layers or 1 + max(int(m.group(1)) for k in own if (m := re.search(r"_l(\d+)", k)))
     bidirectional = args.bidirectional if args.bidirectional is not None else any("_reverse" in k for k in own)
     others = {k: v for k, v in state.items() if not (k.startswith(rnn) and k[len(rnn) :] in own)}
+    rnn_only = TorchSpec(cell, D, H, 1, layers, f"{rnn}bias_ih_l0" in state, bidirectional)
+    want = rnn_only.rnn_shapes()
+    missing, extra = [k for k in want if k not in own], [k for k in own if k not in want]
+    if missing or extra:
+        what = "missing" if missing else "unexpected"
+        keys = missing or extra
+        more = f" and {len(keys) - 2} more" if len(keys) > 2 else ""
+        raise ValueError(
+            f"{where}: {rnn}* does not fit {_describe_flags(rnn_only)}: {what} {rnn}{keys[0]}"
+            + (f", {rnn}{keys[1]}" if len(keys) > 1 else "")
+            + more
+        )
+    for key, shape in rnn_only.rnn_shapes().items():  # the flags against the recurrent module, key by key
+        if key in own and own[key].shape != shape:
+            raise ValueError(
+                f"{where}: {rnn}{key} has shape {own[key].shape}, expected {shape} for {_describe_flags(rnn_only)}"
+            )
     width = H * (2 if bidirectional else 1)
     linear = _pick(others, args.readout, width, "readout (nn.Linear) weight", "--readout", where, prefer_bias=True)
     embedding = _pick(
